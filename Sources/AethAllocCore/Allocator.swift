@@ -1,0 +1,221 @@
+// Allocator.swift: the malloc family's semantics, on top of the caches,
+// pages and large mappings. Exports.swift binds these to C names.
+//
+// glibc behaviour kept here: 16-byte alignment for every block; malloc(0) is
+// a unique block; NULL + ENOMEM on failure (including sizes above
+// PTRDIFF_MAX); realloc(p, 0) frees p and returns NULL; a failed realloc
+// leaves p intact; free preserves errno.
+import CAethAlloc
+
+/// What a pointer passed back to us is.
+enum BlockKind {
+    case small(sizeClass: Int)
+    case large(base: RawPointer)
+}
+
+enum Allocator {
+    static let maxRequest = UInt(Int.max)  // PTRDIFF_MAX
+
+    // ---- malloc ------------------------------------------------------------------
+
+    // Fast-path budget for malloc(n <= 1 KiB), x86-64: compare n, one table
+    // load for the class, one TLS load for the cache, then the policy's pop
+    // (3 loads, 1 store, 1 branch). No atomics, no locks, no calls.
+    @inline(__always)
+    static func allocate(_ n: UInt) -> RawPointer? {
+        if n <= UInt(Tuning.smallTableMaxBytes) {
+            let c = Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
+            if let p = Variant.Cache.pop(ThreadCache.hot(ThreadCache.current, c)) { return p }
+            return allocateSlow(n, c)
+        }
+        return allocateAbove1K(n)
+    }
+
+    @inline(never)
+    static func allocateAbove1K(_ n: UInt) -> RawPointer? {
+        if n <= UInt(Tuning.maxSmallBytes) {
+            let c = SizeClass.computedIndex(of: Int(bitPattern: n))
+            if let p = Variant.Cache.pop(ThreadCache.hot(ThreadCache.current, c)) { return p }
+            return allocateSlow(n, c)
+        }
+        if n > maxRequest { return outOfMemory() }
+        Runtime.ensureInitialized()
+        return Large.allocate(size: Int(bitPattern: n), alignment: 16, zeroed: false) ?? outOfMemory()
+    }
+
+    /// The cache had nothing for class `c`. Before the thread's first
+    /// allocation the size table may not be filled yet, so the class is
+    /// computed again once the process is initialised.
+    @inline(never)
+    static func allocateSlow(_ n: UInt, _ c: Int) -> RawPointer? {
+        var c = c
+        if aeth_tls_state_get() != ThreadState.live {
+            Runtime.ensureInitialized()
+            c = SizeClass.index(of: Int(bitPattern: n))
+        }
+        return ThreadCache.allocate(c) ?? outOfMemory()
+    }
+
+    /// A block of class `c` (used by the aligned path).
+    static func allocate(sizeClass c: Int) -> RawPointer? {
+        if let p = Variant.Cache.pop(ThreadCache.hot(ThreadCache.current, c)) { return p }
+        return ThreadCache.allocate(c) ?? outOfMemory()
+    }
+
+    @inline(never)
+    static func outOfMemory() -> RawPointer? {
+        OS.errno = OS.ENOMEM
+        return nil
+    }
+
+    // ---- free --------------------------------------------------------------------
+
+    // Fast-path budget for free(p) of a small block, x86-64: alignment test,
+    // segment-map byte load and compare, slice-class byte load and compare,
+    // TLS load, then the policy's push (2 loads, 2 stores, 1 branch).
+    @inline(__always)
+    static func deallocate(_ p: RawPointer?) {
+        guard let p else { return }
+        let a = UInt(bitPattern: p)
+        let chunk = a &>> UInt(Tuning.segmentShift)
+        if a & 15 == 0 && chunk < UInt(AETH_SEGMENT_MAP_ENTRIES) && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
+            let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
+            let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
+            if c < SizeClass.count {
+                if Variant.Cache.push(ThreadCache.hot(ThreadCache.current, c), p) { return }
+                return deallocateToFullCache(p, c)
+            }
+        }
+        deallocateSlow(p)
+    }
+
+    @inline(never)
+    static func deallocateToFullCache(_ p: RawPointer, _ c: Int) {
+        let saved = OS.errno
+        ThreadCache.deallocate(p, c)
+        OS.errno = saved
+    }
+
+    /// Large blocks and everything the fast path rejected.
+    @inline(never)
+    static func deallocateSlow(_ p: RawPointer) {
+        let saved = OS.errno
+        switch classify(p, operation: "free") {
+        case .small(let c): ThreadCache.deallocate(p, c)
+        case .large(let base): Large.deallocate(p, base: base)
+        }
+        OS.errno = saved
+    }
+
+    /// What `p` is, or a one-line message and abort if it is not a block we
+    /// handed out (as far as address arithmetic can tell).
+    static func classify(_ p: RawPointer, operation: StaticString) -> BlockKind {
+        let a = UInt(bitPattern: p)
+        if a & 15 != 0 { Diagnostics.invalidPointer(p, operation: operation, reason: "misaligned: not a block start") }
+        guard let base = Segment.owner(of: p) else {
+            Diagnostics.invalidPointer(p, operation: operation, reason: "not allocated by AethAlloc")
+        }
+        let mark = Segment.sliceClass(base, 0)
+        if mark == SizeClass.markLarge { return .large(base: base) }
+        if mark != SizeClass.markHeader || Segment.header(base).pointee.kind != SegmentHeader.kindSmall {
+            Diagnostics.invalidPointer(p, operation: operation, reason: "corrupted allocator metadata")
+        }
+        let c = Int(Segment.sliceClass(base, Segment.sliceIndex(of: p)))
+        if c >= SizeClass.count {
+            Diagnostics.invalidPointer(p, operation: operation, reason: "not inside a live page")
+        }
+        return .small(sizeClass: c)
+    }
+
+    // ---- the rest of the family -------------------------------------------------
+
+    static func allocateZeroed(count: UInt, size: UInt) -> RawPointer? {
+        let (total, overflow) = count.multipliedReportingOverflow(by: size)
+        if overflow || total > maxRequest { return outOfMemory() }
+        if total > UInt(Tuning.maxSmallBytes) {
+            Runtime.ensureInitialized()
+            return Large.allocate(size: Int(bitPattern: total), alignment: 16, zeroed: true) ?? outOfMemory()
+        }
+        guard let p = allocate(total) else { return nil }
+        aeth_memset(p, 0, Int(bitPattern: total))
+        return p
+    }
+
+    static func reallocate(_ p: RawPointer?, _ n: UInt) -> RawPointer? {
+        guard let p else { return allocate(n) }
+        if n == 0 {
+            deallocate(p)
+            return nil
+        }
+        if n > maxRequest {
+            _ = classify(p, operation: "realloc")
+            return outOfMemory()
+        }
+        let size = Int(bitPattern: n)
+        let usable: Int
+        switch classify(p, operation: "realloc") {
+        case .small(let c):
+            usable = Globals.classInfo(c).pointee.blockSize
+            // Stay put unless the block would be more than half empty.
+            if size <= usable && (size > usable / 2 || usable <= 32) { return p }
+        case .large(let base):
+            usable = Large.usableSize(p, base: base)
+            if size > Tuning.maxSmallBytes {
+                let saved = OS.errno
+                if let q = Large.reallocate(p, base: base, size: size) {
+                    OS.errno = saved
+                    return q
+                }
+                OS.errno = saved
+            }
+        }
+        guard let q = allocate(n) else { return nil }
+        aeth_memcpy(q, p, min(usable, size))
+        deallocate(p)
+        return q
+    }
+
+    static func reallocateArray(_ p: RawPointer?, count: UInt, size: UInt) -> RawPointer? {
+        let (total, overflow) = count.multipliedReportingOverflow(by: size)
+        if overflow { return outOfMemory() }
+        return reallocate(p, total)
+    }
+
+    /// A block of `n` bytes aligned to `alignment`, a power of two.
+    static func allocateAligned(_ alignment: UInt, _ n: UInt) -> RawPointer? {
+        if alignment <= 16 { return allocate(n) }
+        if n > maxRequest || alignment > maxRequest / 2 { return outOfMemory() }
+        Runtime.ensureInitialized()
+        let size = Int(bitPattern: n)
+        let align = Int(bitPattern: alignment)
+        if align <= Tuning.sliceBytes && size <= Tuning.maxSmallBytes {
+            let c = SizeClass.alignedIndex(from: SizeClass.index(of: max(size, align)), alignment: align)
+            return allocate(sizeClass: c)
+        }
+        return Large.allocate(size: size, alignment: align, zeroed: false) ?? outOfMemory()
+    }
+
+    static func usableSize(_ p: RawPointer?) -> UInt {
+        guard let p else { return 0 }
+        switch classify(p, operation: "malloc_usable_size") {
+        case .small(let c): return UInt(Globals.classInfo(c).pointee.blockSize)
+        case .large(let base): return UInt(Large.usableSize(p, base: base))
+        }
+    }
+
+    /// Returns free memory to the OS: the calling thread's cache, the depots,
+    /// empty pages, free slices and cached large spans. True if any bytes went back.
+    static func trim() -> Bool {
+        Runtime.ensureInitialized()
+        if aeth_tls_state_get() == ThreadState.live { Variant.Cache.flushAll(ThreadCache.current) }
+        var released = 0
+        for c in 0..<SizeClass.count {
+            Depot.drainAll(c)
+            released += Central.releaseEmptyPages(c)
+        }
+        released += SegmentManager.purgeAll()
+        released += SegmentManager.releaseEmptySegments()
+        released += Large.releaseCached()
+        return released > 0
+    }
+}

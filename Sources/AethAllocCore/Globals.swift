@@ -1,0 +1,98 @@
+// Globals.swift: where the core's global state lives.
+//
+// All global state is carved out of `aeth_root_storage`, zeroed static storage
+// in the C shim, at the fixed offsets below. Zero bits are a valid state for
+// every structure here (unlocked locks, empty stacks and lists, `initState`
+// 0), so nothing has to run before the first malloc, and no Swift global with
+// a lazy initialiser (`swift_once`) is on any path.
+//
+//   offset   contents
+//   0        size table: class of each 16-byte step up to 1 KiB (65 bytes)
+//   128      ProcessState
+//   1024     ClassInfo[SizeClass.count]
+//   4096     Central[SizeClass.count], 128 bytes each (own cache lines)
+//   12288    Depot[SizeClass.count], 64 bytes each
+//   16384    SegmentManager
+//   17408    LargeCache
+//   18432    MetadataArena
+//   18688    the shared stack of empty magazines
+//   18944    ThreadCacheRegistry
+import CAethAlloc
+import Synchronization
+
+/// Process-wide flags and handles.
+struct ProcessState: ~Copyable {
+    /// 0: untouched, 1: a thread is initialising, 2: ready.
+    let initState: Atomic<Int>
+    /// The pthread key whose destructor tears a thread's cache down.
+    var threadKey: Int32
+    var constructorRan: Bool
+}
+
+enum Globals {
+    static let sizeTableOffset = 0
+    static let processOffset = 128
+    static let classInfoOffset = 1024
+    static let centralOffset = 4096
+    static let centralStride = 128
+    static let depotOffset = 12288
+    static let depotStride = 64
+    static let segmentManagerOffset = 16384
+    static let largeCacheOffset = 17408
+    static let arenaOffset = 18432
+    static let emptyMagazinesOffset = 18688
+    static let registryOffset = 18944
+    static let endOffset = 20480
+
+    @inline(__always) static var root: RawPointer { RawPointer(aeth_root()) }
+
+    @inline(__always) static var sizeTable: UnsafeMutablePointer<UInt8> {
+        (root + sizeTableOffset).assumingMemoryBound(to: UInt8.self)
+    }
+    @inline(__always) static var process: UnsafeMutablePointer<ProcessState> {
+        (root + processOffset).assumingMemoryBound(to: ProcessState.self)
+    }
+    @inline(__always) static func classInfo(_ c: Int) -> UnsafeMutablePointer<ClassInfo> {
+        (root + classInfoOffset).assumingMemoryBound(to: ClassInfo.self) + c
+    }
+    @inline(__always) static func central(_ c: Int) -> UnsafeMutablePointer<Central> {
+        (root + centralOffset + c &* centralStride).assumingMemoryBound(to: Central.self)
+    }
+    @inline(__always) static func depot(_ c: Int) -> UnsafeMutablePointer<Depot> {
+        (root + depotOffset + c &* depotStride).assumingMemoryBound(to: Depot.self)
+    }
+    @inline(__always) static var segments: UnsafeMutablePointer<SegmentManager> {
+        (root + segmentManagerOffset).assumingMemoryBound(to: SegmentManager.self)
+    }
+    @inline(__always) static var largeCache: UnsafeMutablePointer<LargeCache> {
+        (root + largeCacheOffset).assumingMemoryBound(to: LargeCache.self)
+    }
+    @inline(__always) static var arena: UnsafeMutablePointer<MetadataArena> {
+        (root + arenaOffset).assumingMemoryBound(to: MetadataArena.self)
+    }
+    @inline(__always) static var emptyMagazines: UnsafeMutablePointer<TaggedStack> {
+        (root + emptyMagazinesOffset).assumingMemoryBound(to: TaggedStack.self)
+    }
+    @inline(__always) static var registry: UnsafeMutablePointer<ThreadCacheRegistry> {
+        (root + registryOffset).assumingMemoryBound(to: ThreadCacheRegistry.self)
+    }
+    @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
+
+    /// Checks at start-up that the fixed offsets above fit the types.
+    static func checkLayout() {
+        let ok = MemoryLayout<ProcessState>.size <= classInfoOffset - processOffset
+            && MemoryLayout<ClassInfo>.stride * SizeClass.count <= centralOffset - classInfoOffset
+            && MemoryLayout<Central>.size <= centralStride
+            && centralOffset + centralStride * SizeClass.count <= depotOffset
+            && MemoryLayout<Depot>.size <= depotStride
+            && depotOffset + depotStride * SizeClass.count <= segmentManagerOffset
+            && MemoryLayout<SegmentManager>.size <= largeCacheOffset - segmentManagerOffset
+            && MemoryLayout<LargeCache>.size <= arenaOffset - largeCacheOffset
+            && MemoryLayout<MetadataArena>.size <= emptyMagazinesOffset - arenaOffset
+            && MemoryLayout<TaggedStack>.size <= registryOffset - emptyMagazinesOffset
+            && MemoryLayout<ThreadCacheRegistry>.size <= endOffset - registryOffset
+            && endOffset <= aeth_root_bytes()
+            && ThreadCache.bytes <= Int(AETH_EMPTY_CACHE_BYTES)
+        if !ok { Diagnostics.fatal("internal error: global state layout does not fit") }
+    }
+}

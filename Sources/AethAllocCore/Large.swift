@@ -1,0 +1,275 @@
+// Large.swift: allocations above the largest size class, straight from mmap.
+//
+// Each large block is its own mapping, aligned to 4 MiB (or to the requested
+// alignment if larger), laid out like a segment's first bytes so `free`
+// recognises it from one byte:
+//
+//   base +0    sliceClass[64], all SizeClass.markLarge
+//   base +128  LargeHeader
+//   base + userOffset   the block (userOffset = max(256, alignment))
+//
+// The segment map marks the chunk holding the block with the distance back
+// to `base`. Freed spans up to 64 MiB are kept in a small cache, so
+// alternating large malloc/free costs no syscall; spans idle for a second are
+// unmapped on the next large operation, and malloc_trim unmaps them all.
+// `realloc` grows in place with mremap, or moves the pages with mremap: it
+// never copies.
+import CAethAlloc
+
+struct LargeHeader {
+    var kind: UInt32
+    /// 1 while the program owns the block, 0 while the span is cached.
+    var inUse: UInt32
+    var mappedBytes: Int
+    var userOffset: Int
+    /// Alignment of `base`: 4 MiB or the requested alignment if larger.
+    var baseAlignment: Int
+    var idleSinceMs: UInt64
+}
+
+struct LargeCacheEntry {
+    var base: RawPointer?
+    var mappedBytes: Int
+    var baseAlignment: Int
+    var idleSinceMs: UInt64
+}
+
+/// The cache of freed large spans. Invariants (under `lock`): entries
+/// 0..<count are occupied; `totalBytes` is the sum of their sizes.
+struct LargeCache: ~Copyable {
+    let lock: LockWord
+    var count: Int
+    var totalBytes: Int
+    var lastDecayMs: UInt64
+
+    static let entriesOffset = 64
+    static var lockWord: UnsafeMutablePointer<LockWord> {
+        UnsafeMutableRawPointer(Globals.largeCache).assumingMemoryBound(to: LockWord.self)
+    }
+    static var entries: UnsafeMutablePointer<LargeCacheEntry> {
+        (RawPointer(Globals.largeCache) + entriesOffset).assumingMemoryBound(to: LargeCacheEntry.self)
+    }
+}
+
+enum Large {
+    static let headerOffset = 128
+
+    @inline(__always)
+    static func header(_ base: RawPointer) -> UnsafeMutablePointer<LargeHeader> {
+        (base + headerOffset).assumingMemoryBound(to: LargeHeader.self)
+    }
+
+    /// Mapping size for `size` bytes at `userOffset`, or nil on overflow.
+    static func mappedBytes(size: Int, userOffset: Int) -> Int? {
+        let (total, o1) = size.addingReportingOverflow(userOffset + Tuning.osPageBytes - 1)
+        if o1 || total > Int.max / 2 { return nil }
+        return total & ~(Tuning.osPageBytes - 1)
+    }
+
+    /// A large block of `size` bytes aligned to `alignment` (power of two).
+    /// With `zeroed`, its first `size` bytes read as zero.
+    static func allocate(size: Int, alignment: Int, zeroed: Bool) -> RawPointer? {
+        let userOffset = max(Tuning.largeHeaderBytes, alignment)
+        guard let needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
+        let baseAlignment = max(Tuning.segmentBytes, alignment)
+        if userOffset >> Tuning.segmentShift > 200 { return nil }  // alignment beyond 800 MiB
+        var base: RawPointer? = nil
+        var mapped = needed
+        var fresh = true
+        Lock.acquire(LargeCache.lockWord)
+        if let (b, bytes) = takeCached(needed: needed, baseAlignment: baseAlignment) {
+            base = b
+            mapped = bytes
+            fresh = false
+            // The old block's chunk may differ from the new one's.
+            let old = header(b).pointee
+            Segment.mapClear(b + old.userOffset)
+        }
+        decay()
+        Lock.release(LargeCache.lockWord)
+        if base == nil {
+            base = OS.mapAligned(bytes: needed, alignment: baseAlignment)
+            if base == nil {
+                // Cached spans may be what stands in the way.
+                if releaseCached() > 0 { base = OS.mapAligned(bytes: needed, alignment: baseAlignment) }
+                if base == nil { return nil }
+            }
+            Stats.largeMapped(bytes: needed)
+        }
+        let b = base!
+        if fresh {
+            aeth_memset(b, Int32(SizeClass.markLarge), 64)
+        }
+        header(b).pointee = LargeHeader(
+            kind: SegmentHeader.kindLarge, inUse: 1, mappedBytes: mapped, userOffset: userOffset,
+            baseAlignment: baseAlignment, idleSinceMs: 0)
+        let user = b + userOffset
+        Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
+        if zeroed && !fresh { aeth_memset(user, 0, size) }
+        return user
+    }
+
+    /// Frees large block `p` whose mapping starts at `base`.
+    static func deallocate(_ p: RawPointer, base: RawPointer) {
+        let h = header(base)
+        validate(p, base: base, operation: "free")
+        h.pointee.inUse = 0
+        let bytes = h.pointee.mappedBytes
+        if bytes <= Tuning.largeCacheMaxSpanBytes {
+            Lock.acquire(LargeCache.lockWord)
+            let kept = insertCached(base, h)
+            decay()
+            Lock.release(LargeCache.lockWord)
+            if kept { return }
+        }
+        unmap(base, h)
+    }
+
+    /// Usable bytes of large block `p`.
+    static func usableSize(_ p: RawPointer, base: RawPointer) -> Int {
+        validate(p, base: base, operation: "malloc_usable_size")
+        let h = header(base).pointee
+        return h.mappedBytes - h.userOffset
+    }
+
+    /// Resizes block `p` to `size` bytes without copying: in place, or by
+    /// moving its pages with mremap. Nil if neither works (the caller copies).
+    static func reallocate(_ p: RawPointer, base: RawPointer, size: Int) -> RawPointer? {
+        validate(p, base: base, operation: "realloc")
+        let h = header(base)
+        let userOffset = h.pointee.userOffset
+        guard var needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
+        let mapped = h.pointee.mappedBytes
+        if needed <= mapped {
+            // Shrink: give back the tail when at least half would be unused.
+            if mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes {
+                OS.unmap(base + needed, bytes: mapped - needed)
+                h.pointee.mappedBytes = needed
+                Stats.largeUnmapped(bytes: mapped - needed)
+            }
+            return p
+        }
+        // Growing: leave 25% headroom so a buffer growing in small steps
+        // does not make a syscall per step.
+        let headroom = mapped / 4
+        if needed - mapped < headroom {
+            needed = (mapped + headroom + Tuning.osPageBytes - 1) & ~(Tuning.osPageBytes - 1)
+        }
+        if OS.remapInPlace(base, from: mapped, to: needed) {
+            h.pointee.mappedBytes = needed
+            Stats.largeMapped(bytes: needed - mapped)
+            return p
+        }
+        let alignment = h.pointee.baseAlignment
+        guard let target = OS.mapAligned(bytes: needed, alignment: alignment) else { return nil }
+        Segment.mapClear(p)
+        if !OS.remap(base, from: mapped, to: needed, at: target) {
+            Segment.mapSet(p, headerChunksBack: userOffset >> Tuning.segmentShift)
+            OS.unmap(target, bytes: needed)
+            return nil
+        }
+        header(target).pointee.mappedBytes = needed
+        Stats.largeMapped(bytes: needed - mapped)
+        let user = target + userOffset
+        Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
+        return user
+    }
+
+    /// Unmaps every cached span (malloc_trim). Returns the bytes released.
+    @discardableResult
+    static func releaseCached() -> Int {
+        Lock.acquire(LargeCache.lockWord)
+        let cache = Globals.largeCache
+        var released = 0
+        while cache.pointee.count > 0 {
+            let e = LargeCache.entries[cache.pointee.count - 1]
+            removeEntry(cache.pointee.count - 1)
+            released += e.mappedBytes
+            unmap(e.base!, header(e.base!))
+        }
+        Lock.release(LargeCache.lockWord)
+        return released
+    }
+
+    // ---- internals -------------------------------------------------------------
+
+    /// Aborts unless `p` is the live block of the mapping at `base`.
+    @inline(__always)
+    private static func validate(_ p: RawPointer, base: RawPointer, operation: StaticString) {
+        let h = header(base).pointee
+        if h.kind != SegmentHeader.kindLarge || base + h.userOffset != p {
+            Diagnostics.invalidPointer(p, operation: operation, reason: "not the start of a block")
+        }
+        if h.inUse != 1 { Diagnostics.invalidPointer(p, operation: operation, reason: "block already freed") }
+    }
+
+    private static func unmap(_ base: RawPointer, _ h: UnsafeMutablePointer<LargeHeader>) {
+        let bytes = h.pointee.mappedBytes
+        Segment.mapClear(base + h.pointee.userOffset)
+        Stats.largeUnmapped(bytes: bytes)
+        OS.unmap(base, bytes: bytes)
+    }
+
+    /// The smallest cached span that fits without wasting over half of it.
+    private static func takeCached(needed: Int, baseAlignment: Int) -> (RawPointer, Int)? {
+        let cache = Globals.largeCache
+        var best = -1
+        for i in 0..<cache.pointee.count {
+            let e = LargeCache.entries[i]
+            if e.mappedBytes >= needed && e.mappedBytes / 2 <= needed && e.baseAlignment >= baseAlignment
+                && (best < 0 || e.mappedBytes < LargeCache.entries[best].mappedBytes)
+            {
+                best = i
+            }
+        }
+        if best < 0 { return nil }
+        let e = LargeCache.entries[best]
+        removeEntry(best)
+        return (e.base!, e.mappedBytes)
+    }
+
+    private static func insertCached(_ base: RawPointer, _ h: UnsafeMutablePointer<LargeHeader>) -> Bool {
+        let cache = Globals.largeCache
+        let bytes = h.pointee.mappedBytes
+        while cache.pointee.count > 0
+            && (cache.pointee.count >= Tuning.largeCacheEntries
+                || cache.pointee.totalBytes + bytes > Tuning.largeCacheMaxTotalBytes)
+        {
+            // Evict the oldest (entry 0).
+            let e = LargeCache.entries[0]
+            removeEntry(0)
+            unmap(e.base!, header(e.base!))
+        }
+        if bytes > Tuning.largeCacheMaxTotalBytes { return false }
+        let now = OS.nowMs()
+        LargeCache.entries[cache.pointee.count] = LargeCacheEntry(
+            base: base, mappedBytes: bytes, baseAlignment: h.pointee.baseAlignment, idleSinceMs: now)
+        cache.pointee.count += 1
+        cache.pointee.totalBytes += bytes
+        return true
+    }
+
+    private static func removeEntry(_ i: Int) {
+        let cache = Globals.largeCache
+        cache.pointee.totalBytes -= LargeCache.entries[i].mappedBytes
+        var k = i
+        while k + 1 < cache.pointee.count {
+            LargeCache.entries[k] = LargeCache.entries[k + 1]
+            k += 1
+        }
+        cache.pointee.count -= 1
+    }
+
+    /// Unmaps spans idle for longer than `largeCacheDecayMs` (lock held).
+    private static func decay() {
+        let cache = Globals.largeCache
+        let now = OS.nowMs()
+        if now &- cache.pointee.lastDecayMs < 100 { return }
+        cache.pointee.lastDecayMs = now
+        while cache.pointee.count > 0 && now &- LargeCache.entries[0].idleSinceMs >= Tuning.largeCacheDecayMs {
+            let e = LargeCache.entries[0]
+            removeEntry(0)
+            unmap(e.base!, header(e.base!))
+        }
+    }
+}

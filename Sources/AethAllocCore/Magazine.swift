@@ -1,0 +1,123 @@
+// Magazine.swift: magazines, the lock-free tagged stack, and the depot
+// (Bonwick & Adams, "Magazines and Vmem", USENIX ATC 2001).
+//
+// A magazine is an array of up to 62 block pointers of one class:
+//
+//   +0   next   (link while the magazine sits on a TaggedStack; atomic word)
+//   +8   count  (rounds held; authoritative only while not loaded in a cache)
+//   +16  rounds[62]
+//
+// Each class has a depot: a stack of full magazines. Empty magazines are
+// class-agnostic and share one stack. Threads trade whole magazines with the
+// depot, so a producer/consumer pair moves 62 blocks per depot operation,
+// and a thread never holds more than two magazines per class.
+import Synchronization
+
+struct Magazine {
+    var next: UInt
+    var count: Int
+
+    @inline(__always)
+    static func rounds(_ m: UnsafeMutablePointer<Magazine>) -> UnsafeMutablePointer<RawPointer?> {
+        (RawPointer(m) + 16).assumingMemoryBound(to: RawPointer?.self)
+    }
+
+    /// An empty magazine: from the shared stack, or carved from the arena.
+    static func obtainEmpty() -> UnsafeMutablePointer<Magazine>? {
+        if let m = Globals.emptyMagazines.pointee.pop() {
+            let mag = m.assumingMemoryBound(to: Magazine.self)
+            mag.pointee.count = 0
+            return mag
+        }
+        guard let raw = MetadataArena.allocate(bytes: Tuning.magazineBytes) else { return nil }
+        let mag = raw.assumingMemoryBound(to: Magazine.self)
+        mag.pointee = Magazine(next: 0, count: 0)
+        return mag
+    }
+
+    static func recycle(_ m: UnsafeMutablePointer<Magazine>) {
+        m.pointee.count = 0
+        Globals.emptyMagazines.pointee.push(RawPointer(m))
+    }
+}
+
+/// A lock-free LIFO of nodes whose first word is the link (Treiber stack).
+///
+/// ABA: the head is a {pointer, tag} pair updated with a 16-byte
+/// compare-and-swap (`lock cmpxchg16b`). Every successful push or pop
+/// increments the tag, so a pop that read head (A, t) and A.next = B fails if
+/// A was popped and pushed back meanwhile: the head is now (A, t+2).
+/// Reading A.next after another thread popped A is safe because nodes live
+/// in metadata memory that is never unmapped; the link is an atomic word so
+/// the racy read is well defined, and a stale value is rejected by the CAS.
+struct TaggedStack: ~Copyable {
+    let head: Atomic<WordPair>
+    let count: Atomic<Int>
+
+    @inline(__always)
+    private static func link(_ node: RawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
+        node.assumingMemoryBound(to: Atomic<UInt>.self)
+    }
+
+    borrowing func push(_ node: RawPointer) {
+        var old = head.load(ordering: .relaxed)
+        while true {
+            TaggedStack.link(node).pointee.store(old.first, ordering: .relaxed)
+            let new = WordPair(first: UInt(bitPattern: node), second: old.second &+ 1)
+            let (done, seen) = head.compareExchange(expected: old, desired: new, ordering: .releasing)
+            if done { break }
+            old = seen
+        }
+        count.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    borrowing func pop() -> RawPointer? {
+        var old = head.load(ordering: .acquiring)
+        while true {
+            guard let node = RawPointer(bitPattern: old.first) else { return nil }
+            let next = TaggedStack.link(node).pointee.load(ordering: .relaxed)
+            let new = WordPair(first: next, second: old.second &+ 1)
+            let (done, seen) = head.compareExchange(expected: old, desired: new, ordering: .acquiringAndReleasing)
+            if done {
+                count.wrappingSubtract(1, ordering: .relaxed)
+                return node
+            }
+            old = seen
+        }
+    }
+
+    /// Approximate: exact when no push or pop is in flight.
+    borrowing func approximateCount() -> Int { count.load(ordering: .relaxed) }
+}
+
+/// One class's depot of full magazines.
+struct Depot: ~Copyable {
+    let full: TaggedStack
+
+    /// Pushes a full magazine, or returns false when the depot already holds
+    /// its limit (the caller then drains the magazine to the pages).
+    @inline(__always)
+    static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>) -> Bool {
+        let d = Globals.depot(c)
+        if d.pointee.full.approximateCount() >= Globals.classInfo(c).pointee.depotLimit { return false }
+        d.pointee.full.push(RawPointer(m))
+        Stats.depotTransfer()
+        return true
+    }
+
+    @inline(__always)
+    static func popFull(_ c: Int) -> UnsafeMutablePointer<Magazine>? {
+        guard let m = Globals.depot(c).pointee.full.pop() else { return nil }
+        Stats.depotTransfer()
+        return m.assumingMemoryBound(to: Magazine.self)
+    }
+
+    /// Drains every full magazine of class `c` to the pages (malloc_trim).
+    static func drainAll(_ c: Int) {
+        while let m = Globals.depot(c).pointee.full.pop() {
+            let mag = m.assumingMemoryBound(to: Magazine.self)
+            Central.drain(c, from: Magazine.rounds(mag), count: mag.pointee.count)
+            Magazine.recycle(mag)
+        }
+    }
+}

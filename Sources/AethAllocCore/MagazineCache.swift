@@ -1,0 +1,135 @@
+// MagazineCache.swift: the magazine caching policy (default variant).
+//
+// Per thread and class: a loaded and a previous magazine (Bonwick). The hot
+// entry mirrors the loaded magazine: `items` is its rounds array and `count`
+// its fill, so the fast paths never touch the magazine header. Invariants:
+//   - hot.capacity == 0  <=> no magazine is loaded (hot.items == nil)
+//   - the previous magazine, if any, is either full or empty
+//   - a thread holds at most 2 * capacity blocks of a class
+// Misses trade whole magazines with the class's depot (one CAS), or go to the
+// pages in one batch under the class lock.
+
+struct MagazinePair {
+    var loaded: UnsafeMutablePointer<Magazine>?
+    var previous: UnsafeMutablePointer<Magazine>?
+}
+
+enum MagazineCache: CachePolicy {
+    // Fast-path budget (x86-64, after inlining into malloc/free):
+    //   pop:  load count, test, load items, load slot, store count  (3 loads, 1 store, 1 branch)
+    //   push: load count, load capacity, compare, load items, store slot, store count
+    @inline(__always)
+    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer? {
+        let n = e.pointee.count
+        if n == 0 { return nil }
+        let m = n &- 1
+        e.pointee.count = m
+        return e.pointee.items.unsafelyUnwrapped.load(fromByteOffset: Int(m) &* 8, as: RawPointer.self)
+    }
+
+    @inline(__always)
+    static func push(_ e: UnsafeMutablePointer<CacheEntry>, _ p: RawPointer) -> Bool {
+        let n = e.pointee.count
+        if n >= e.pointee.capacity { return false }
+        e.pointee.items.unsafelyUnwrapped.storeBytes(of: p, toByteOffset: Int(n) &* 8, as: RawPointer.self)
+        e.pointee.count = n &+ 1
+        return true
+    }
+
+    static func refill(_ tc: RawPointer, _ c: Int) -> RawPointer? {
+        let hot = ThreadCache.hot(tc, c)
+        let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
+        if let prev = pair.pointee.previous, prev.pointee.count > 0 {
+            swap(c, hot, pair)
+            Stats.cacheMiss(c, refilledFrom: .swap)
+        } else if let full = Depot.popFull(c) {
+            if let prev = pair.pointee.previous { Magazine.recycle(prev) }
+            unload(hot, pair)
+            load(c, hot, pair, full)
+            Stats.cacheMiss(c, refilledFrom: .depot)
+        } else {
+            if pair.pointee.loaded == nil {
+                guard let m = Magazine.obtainEmpty() else { return ThreadCache.allocateDirect(c) }
+                load(c, hot, pair, m)
+            }
+            let n = Central.fill(c, into: Magazine.rounds(pair.pointee.loaded!), max: Int(hot.pointee.capacity))
+            if n == 0 { return nil }
+            hot.pointee.count = Int32(n)
+            Stats.cacheMiss(c, refilledFrom: .pages)
+        }
+        return pop(hot)
+    }
+
+    static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer) {
+        let hot = ThreadCache.hot(tc, c)
+        let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
+        if pair.pointee.loaded == nil {
+            guard let m = Magazine.obtainEmpty() else { return ThreadCache.deallocateDirect(p, c) }
+            load(c, hot, pair, m)
+        } else if let prev = pair.pointee.previous, prev.pointee.count == 0 {
+            swap(c, hot, pair)
+        } else {
+            // The loaded magazine is full; so is the previous one, if any.
+            if let prev = pair.pointee.previous, !Depot.pushFull(c, prev) {
+                // The depot is at its limit: the blocks go back to their pages.
+                Central.drain(c, from: Magazine.rounds(prev), count: prev.pointee.count)
+                prev.pointee.count = 0
+                swap(c, hot, pair)
+                _ = push(hot, p)
+                return
+            }
+            guard let m = Magazine.obtainEmpty() else { return ThreadCache.deallocateDirect(p, c) }
+            unload(hot, pair)
+            load(c, hot, pair, m)
+        }
+        _ = push(hot, p)
+    }
+
+    static func flushAll(_ tc: RawPointer) {
+        for c in 0..<SizeClass.count {
+            let hot = ThreadCache.hot(tc, c)
+            let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
+            if let m = pair.pointee.loaded {
+                m.pointee.count = Int(hot.pointee.count)
+                release(c, m)
+            }
+            if let m = pair.pointee.previous { release(c, m) }
+            pair.pointee = MagazinePair(loaded: nil, previous: nil)
+            hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
+        }
+    }
+
+    // ---- helpers ---------------------------------------------------------------
+
+    /// A magazine leaving a cache: full ones to the depot, the rest drained.
+    private static func release(_ c: Int, _ m: UnsafeMutablePointer<Magazine>) {
+        if m.pointee.count == Globals.classInfo(c).pointee.magazineCapacity && Depot.pushFull(c, m) { return }
+        Central.drain(c, from: Magazine.rounds(m), count: m.pointee.count)
+        Magazine.recycle(m)
+    }
+
+    /// previous := loaded (with its count saved).
+    @inline(__always)
+    private static func unload(_ hot: UnsafeMutablePointer<CacheEntry>, _ pair: UnsafeMutablePointer<MagazinePair>) {
+        if let m = pair.pointee.loaded { m.pointee.count = Int(hot.pointee.count) }
+        pair.pointee.previous = pair.pointee.loaded
+    }
+
+    @inline(__always)
+    private static func load(
+        _ c: Int, _ hot: UnsafeMutablePointer<CacheEntry>, _ pair: UnsafeMutablePointer<MagazinePair>,
+        _ m: UnsafeMutablePointer<Magazine>
+    ) {
+        pair.pointee.loaded = m
+        hot.pointee = CacheEntry(
+            items: RawPointer(Magazine.rounds(m)), count: Int32(truncatingIfNeeded: m.pointee.count),
+            capacity: Int32(truncatingIfNeeded: Globals.classInfo(c).pointee.magazineCapacity))
+    }
+
+    /// Exchanges the loaded and previous magazines.
+    private static func swap(_ c: Int, _ hot: UnsafeMutablePointer<CacheEntry>, _ pair: UnsafeMutablePointer<MagazinePair>) {
+        let prev = pair.pointee.previous!
+        unload(hot, pair)
+        load(c, hot, pair, prev)
+    }
+}

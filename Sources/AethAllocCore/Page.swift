@@ -1,0 +1,162 @@
+// Page.swift: pages and the per-class central lists (the slab layer).
+//
+// A page is a run of slices holding blocks of one class. Its blocks are in
+// exactly one of three places:
+//
+//   [0, bumpBytes)            handed out at least once: either with a
+//                             thread / the depot / the program (`used` of
+//                             them), or on the page's `free` list
+//   [bumpBytes, limitBytes)   never handed out (carved lazily, so a fresh
+//                             page costs no page faults until used)
+//
+//   invariant: used + length(free) == bumpBytes / blockSize
+//
+// A page with a free or never-used block is on its class's `partial` list;
+// a full page is on no list and is found again from a block's address when
+// one of its blocks comes back. A page whose `used` drops to 0 goes back to
+// its segment, unless it is the only page on the list (kept so a class that
+// oscillates around one page does not map and unmap it).
+//
+// Everything here runs under the class's `Central.lock`; the magazine layer
+// calls it with whole batches (`fill`, `drain`), so the lock is taken once
+// per magazine, not once per block.
+
+struct PageMeta {
+    /// Returned blocks, linked through their first word.
+    var free: RawPointer?
+    /// The first block; pages start on a slice boundary (64 KiB-aligned).
+    var start: RawPointer?
+    /// Links in the class's `partial` list.
+    var next: UnsafeMutablePointer<PageMeta>?
+    var prev: UnsafeMutablePointer<PageMeta>?
+    var bumpBytes: UInt32
+    var limitBytes: UInt32
+    /// Blocks out of the page (thread caches, depot, program).
+    var used: UInt32
+    var blockSize: UInt32
+    var sizeClass: UInt8
+    var slices: UInt8
+    var listed: Bool
+
+    var hasFree: Bool { free != nil || bumpBytes < limitBytes }
+    func isValid() -> Bool {
+        var n: UInt32 = 0
+        var p = free
+        while let b = p, n <= limitBytes / blockSize {
+            n += 1
+            p = b.load(as: RawPointer?.self)
+        }
+        return bumpBytes <= limitBytes && used + n == bumpBytes / blockSize
+    }
+}
+
+/// One size class's pages.
+///
+/// Invariants (under `lock`): `partial` lists exactly the class's pages that
+/// have a free or never-used block, each with `listed` set.
+struct Central: ~Copyable {
+    let lock: LockWord
+    var partial: UnsafeMutablePointer<PageMeta>?
+    var pages: Int
+
+    @inline(__always)
+    static func lockWord(_ c: Int) -> UnsafeMutablePointer<LockWord> {
+        UnsafeMutableRawPointer(Globals.central(c)).assumingMemoryBound(to: LockWord.self)
+    }
+
+    /// Moves up to `max` blocks of class `c` into `dst[0..<n]`, returns n.
+    /// 0 means the OS refused memory.
+    static func fill(_ c: Int, into dst: UnsafeMutablePointer<RawPointer?>, max: Int) -> Int {
+        let central = Globals.central(c)
+        let info = Globals.classInfo(c)
+        Lock.acquire(lockWord(c))
+        defer { Lock.release(lockWord(c)) }
+        var n = 0
+        while n < max {
+            var page = central.pointee.partial
+            if page == nil {
+                guard let fresh = SegmentManager.allocatePage(slices: info.pointee.pageSlices, sizeClass: c) else { break }
+                fresh.pointee.blockSize = UInt32(info.pointee.blockSize)
+                fresh.pointee.limitBytes = UInt32(info.pointee.blockSize * info.pointee.blocksPerPage)
+                central.pointee.pages += 1
+                link(central, fresh)
+                page = fresh
+            }
+            let pg = page!
+            var taken: UInt32 = 0
+            // Returned blocks first (warm in cache), then never-used ones.
+            while n < max, let b = pg.pointee.free {
+                pg.pointee.free = b.load(as: RawPointer?.self)
+                dst[n] = b
+                n &+= 1
+                taken &+= 1
+            }
+            let size = pg.pointee.blockSize
+            while n < max && pg.pointee.bumpBytes < pg.pointee.limitBytes {
+                dst[n] = pg.pointee.start! + Int(pg.pointee.bumpBytes)
+                pg.pointee.bumpBytes &+= size
+                n &+= 1
+                taken &+= 1
+            }
+            pg.pointee.used &+= taken
+            if !pg.pointee.hasFree { unlink(central, pg) }
+        }
+        return n
+    }
+
+    /// Returns `n` blocks of class `c` from `src` to their pages.
+    static func drain(_ c: Int, from src: UnsafeMutablePointer<RawPointer?>, count n: Int) {
+        let central = Globals.central(c)
+        Lock.acquire(lockWord(c))
+        defer { Lock.release(lockWord(c)) }
+        for i in 0..<n {
+            let b = src[i]!
+            let page = Segment.page(of: b, in: Segment.base(of: b))
+            b.storeBytes(of: page.pointee.free, as: RawPointer?.self)
+            page.pointee.free = b
+            page.pointee.used &-= 1
+            if !page.pointee.listed { link(central, page) }
+            if page.pointee.used == 0 && (page.pointee.prev != nil || page.pointee.next != nil) {
+                unlink(central, page)
+                central.pointee.pages -= 1
+                SegmentManager.releasePage(page)
+            }
+        }
+    }
+
+    /// Releases every page of class `c` with no block out (malloc_trim).
+    /// Returns the bytes released.
+    static func releaseEmptyPages(_ c: Int) -> Int {
+        let central = Globals.central(c)
+        Lock.acquire(lockWord(c))
+        defer { Lock.release(lockWord(c)) }
+        var released = 0
+        var page = central.pointee.partial
+        while let pg = page {
+            page = pg.pointee.next
+            if pg.pointee.used == 0 {
+                unlink(central, pg)
+                central.pointee.pages -= 1
+                released += Int(pg.pointee.slices) * Tuning.sliceBytes
+                SegmentManager.releasePage(pg)
+            }
+        }
+        return released
+    }
+
+    private static func link(_ central: UnsafeMutablePointer<Central>, _ page: UnsafeMutablePointer<PageMeta>) {
+        page.pointee.prev = nil
+        page.pointee.next = central.pointee.partial
+        if let n = central.pointee.partial { n.pointee.prev = page }
+        central.pointee.partial = page
+        page.pointee.listed = true
+    }
+
+    private static func unlink(_ central: UnsafeMutablePointer<Central>, _ page: UnsafeMutablePointer<PageMeta>) {
+        if let p = page.pointee.prev { p.pointee.next = page.pointee.next } else { central.pointee.partial = page.pointee.next }
+        if let n = page.pointee.next { n.pointee.prev = page.pointee.prev }
+        page.pointee.next = nil
+        page.pointee.prev = nil
+        page.pointee.listed = false
+    }
+}

@@ -1,0 +1,98 @@
+// Runtime.swift: process initialisation, fork safety, and the callbacks the
+// C shim makes (thread exit, fork handlers, library constructor).
+//
+// Initialisation is lazy (the first slow path of any thread), thread-safe
+// (one thread runs it, others wait) and cannot recurse: it only fills tables
+// and creates a pthread key, neither of which allocates. Work that may call
+// malloc (pthread_atfork) runs from the library constructor, once the
+// allocator already works.
+import CAethAlloc
+import Synchronization
+
+enum Runtime {
+    static let uninitialized = 0
+    static let initializing = 1
+    static let ready = 2
+
+    @inline(__always)
+    static func ensureInitialized() {
+        if Globals.process.pointee.initState.load(ordering: .acquiring) != ready { initializeSlow() }
+    }
+
+    @inline(never)
+    static func initializeSlow() {
+        let state = Globals.process
+        if state.pointee.initState.compareExchange(expected: uninitialized, desired: initializing, ordering: .acquiring).exchanged {
+            Globals.checkLayout()
+            fillClassTables()
+            let key = aeth_thread_key_create()
+            if key < 0 { Diagnostics.fatal("cannot create the pthread key for thread caches") }
+            state.pointee.threadKey = key
+            state.pointee.initState.store(ready, ordering: .releasing)
+            return
+        }
+        while state.pointee.initState.load(ordering: .acquiring) != ready { aeth_yield() }
+    }
+
+    private static func fillClassTables() {
+        for c in 0..<SizeClass.count {
+            let block = SizeClass.computedBlockSize(c)
+            let slices = SizeClass.computedPageSlices(c)
+            Globals.classInfo(c).pointee = ClassInfo(
+                blockSize: block, pageSlices: slices, blocksPerPage: slices * Tuning.sliceBytes / block,
+                magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c))
+        }
+        var i = 0
+        while i * 16 <= Tuning.smallTableMaxBytes {
+            Globals.sizeTable[i] = UInt8(SizeClass.computedIndex(of: max(i * 16, 1)))
+            i += 1
+        }
+    }
+
+    // ---- fork ----------------------------------------------------------------
+    // Every lock is taken before fork and released (parent) or reset (child)
+    // after it, so the child never inherits a lock held by a thread that does
+    // not exist there. Order: class locks, then the segment lock (the order
+    // the slow paths nest them in), then the independent ones.
+
+    static func forEachLock(_ body: (UnsafeMutablePointer<LockWord>) -> Void) {
+        for c in 0..<SizeClass.count { body(Central.lockWord(c)) }
+        body(SegmentManager.lockWord)
+        body(LargeCache.lockWord)
+        body(MetadataArena.lockWord)
+        body(ThreadCacheRegistry.lockWord)
+    }
+}
+
+@c(aethalloc_fork_prepare)
+public func aethalloc_fork_prepare() {
+    Runtime.forEachLock { Lock.acquire($0) }
+}
+
+@c(aethalloc_fork_parent)
+public func aethalloc_fork_parent() {
+    Runtime.forEachLock { Lock.release($0) }
+}
+
+@c(aethalloc_fork_child)
+public func aethalloc_fork_child() {
+    Runtime.forEachLock { Lock.reset($0) }
+}
+
+@c(aethalloc_thread_exit)
+public func aethalloc_thread_exit(_ cache: UnsafeMutableRawPointer?) {
+    guard let cache else { return }
+    let saved = OS.errno
+    ThreadCache.detach(cache)
+    OS.errno = saved
+}
+
+@c(aethalloc_process_init)
+public func aethalloc_process_init() {
+    Runtime.ensureInitialized()
+    let state = Globals.process
+    if !state.pointee.constructorRan {
+        state.pointee.constructorRan = true
+        aeth_register_atfork()
+    }
+}

@@ -1,0 +1,93 @@
+// SizeClasses.swift: the size-class table, its only home.
+//
+// Classes are multiples of 16 bytes (so every block is 16-byte aligned):
+//
+//   class  0..7 : 16, 32, 48, ..., 128            (step 16)
+//   class  8..  : four classes per power of two:  (2^e, 2^(e+1)] is split into
+//                 2^e + k * 2^(e-2), k = 1...4     e.g. 160 192 224 256 | 320 ...
+//   class 43    : 65536
+//
+// Every power of two from 16 to 64 KiB is a class, which the aligned path uses:
+// a page starts 64 KiB-aligned, so blocks of a class whose size is a multiple
+// of A are A-aligned. The worst rounding loss above 128 bytes is 25%.
+
+enum SizeClass {
+    /// Number of classes; class indices are 0..<count.
+    static let count = 44
+    /// Marks in a segment's slice-class byte map that are not classes.
+    static let markFree: UInt8 = 0xFD
+    static let markHeader: UInt8 = 0xFE
+    static let markLarge: UInt8 = 0xFF
+
+    /// Class for a request of `size` bytes, `size <= Tuning.maxSmallBytes`.
+    /// Sizes up to 1 KiB use the table in `Globals`; above, the formula.
+    @inline(__always)
+    static func index(of size: Int) -> Int {
+        if size <= Tuning.smallTableMaxBytes {
+            return Int(Globals.sizeTable[(size &+ 15) &>> 4])
+        }
+        return computedIndex(of: size)
+    }
+
+    /// The class formula (valid for 1 <= size <= 64 KiB).
+    @inline(__always)
+    static func computedIndex(of size: Int) -> Int {
+        if size <= 128 { return (max(size, 1) &+ 15) &>> 4 &- 1 }
+        let s = size &- 1
+        let e = (Int.bitWidth &- 1) &- s.leadingZeroBitCount  // floor(log2(s)), >= 7
+        return 8 &+ (e &- 7) &* 4 &+ ((s &>> (e &- 2)) & 3)
+    }
+
+    /// Block size of class `c`, from the formula (tables are filled from it).
+    static func computedBlockSize(_ c: Int) -> Int {
+        if c < 8 { return (c + 1) * 16 }
+        let e = 7 + (c - 8) / 4
+        let k = (c - 8) % 4 + 1
+        return (1 << e) + k * (1 << (e - 2))
+    }
+
+    /// Slices per page for class `c`: the smallest run that holds at least
+    /// `minBlocksPerPage` blocks (when 16 slices allow it) and wastes at most
+    /// 1/`pageWasteDivisor` of the page.
+    static func computedPageSlices(_ c: Int) -> Int {
+        let block = computedBlockSize(c)
+        var k = 1
+        while k < 16 {
+            let bytes = k * Tuning.sliceBytes
+            let blocks = bytes / block
+            let waste = bytes - blocks * block
+            if blocks >= Tuning.minBlocksPerPage && waste * Tuning.pageWasteDivisor <= bytes { break }
+            k += 1
+        }
+        return k
+    }
+
+    /// Blocks a thread magazine of class `c` holds.
+    static func computedMagazineCapacity(_ c: Int) -> Int {
+        let block = computedBlockSize(c)
+        return max(1, min(Tuning.magazineSlots, Tuning.magazineMaxBlockBytes / block))
+    }
+
+    /// Full magazines of class `c` the depot keeps before draining to pages.
+    static func computedDepotLimit(_ c: Int) -> Int {
+        let bytes = computedBlockSize(c) * computedMagazineCapacity(c)
+        return max(Tuning.depotMinMagazines, min(Tuning.depotMaxMagazines, Tuning.depotMaxBytesPerClass / bytes))
+    }
+
+    /// Smallest class at or above `c` whose block size is a multiple of
+    /// `alignment` (a power of two <= 64 KiB). Always exists: powers of two are classes.
+    static func alignedIndex(from c: Int, alignment: Int) -> Int {
+        var k = c
+        while k < count && Globals.classInfo(k).pointee.blockSize & (alignment - 1) != 0 { k += 1 }
+        return k
+    }
+}
+
+/// Per-class constants, computed once at initialisation into `Globals`.
+struct ClassInfo {
+    var blockSize: Int
+    var pageSlices: Int
+    var blocksPerPage: Int
+    var magazineCapacity: Int
+    var depotLimit: Int
+}

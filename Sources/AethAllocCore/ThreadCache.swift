@@ -1,0 +1,164 @@
+// ThreadCache.swift: the per-thread cache and its life cycle.
+//
+// Layout (carved from the metadata arena, `bytes` long):
+//
+//   +0      hot[SizeClass.count]   CacheEntry, 16 bytes: what the fast paths touch
+//   +768    cold[SizeClass.count]  16 bytes each: the caching policy's own state
+//   +1536   nextFree               link on the registry's free list
+//
+// The thread's TLS slot points at its cache. A thread that has no cache
+// (new, or torn down) points at `aeth_empty_cache`: all zero, so every entry
+// has count 0 and capacity 0 and both fast paths fall into the slow path
+// without an "initialised?" test. `aeth_tls_state` tells the slow path which
+// case it is in:
+//
+//   0 (new)        attach a cache, then retry
+//   1 (live)       the caching policy's refill / flush
+//   2 (torn down)  the pthread key destructor ran: serve directly from the
+//                  pages, never re-create a cache that nobody would free
+//                  (glibc frees TLS blocks after the destructors ran)
+import CAethAlloc
+
+/// The part of a cache entry the fast paths touch. The meaning of `items`
+/// is the caching policy's: a magazine's rounds or a free list's head.
+struct CacheEntry {
+    var items: RawPointer?
+    var count: Int32
+    var capacity: Int32
+}
+
+enum ThreadState {
+    static let new: UInt = 0
+    static let live: UInt = 1
+    static let tornDown: UInt = 2
+}
+
+enum ThreadCache {
+    static let hotOffset = 0
+    static let coldOffset = 768
+    static let nextFreeOffset = 1536
+    static let bytes = 1600
+
+    @inline(__always) static var current: RawPointer { aeth_tls_cache_get().unsafelyUnwrapped }
+
+    @inline(__always)
+    static func hot(_ tc: RawPointer, _ c: Int) -> UnsafeMutablePointer<CacheEntry> {
+        (tc + (hotOffset &+ c &* 16)).assumingMemoryBound(to: CacheEntry.self)
+    }
+    @inline(__always)
+    static func cold<T>(_ tc: RawPointer, _ c: Int, as: T.Type) -> UnsafeMutablePointer<T> {
+        (tc + (coldOffset &+ c &* 16)).assumingMemoryBound(to: T.self)
+    }
+
+    // ---- slow paths shared by every policy -----------------------------------
+
+    /// A block of class `c` when the fast path found the cache empty.
+    @inline(never)
+    static func allocate(_ c: Int) -> RawPointer? {
+        switch aeth_tls_state_get() {
+        case ThreadState.live:
+            return Variant.Cache.refill(current, c)
+        case ThreadState.new:
+            if attach() { return Variant.Cache.refill(current, c) }
+            return allocateDirect(c)
+        default:
+            return allocateDirect(c)
+        }
+    }
+
+    /// Takes block `p` of class `c` when the fast path found the cache full.
+    @inline(never)
+    static func deallocate(_ p: RawPointer, _ c: Int) {
+        switch aeth_tls_state_get() {
+        case ThreadState.live:
+            Variant.Cache.flush(current, c, p)
+        case ThreadState.new:
+            if attach() { Variant.Cache.flush(current, c, p) } else { deallocateDirect(p, c) }
+        default:
+            deallocateDirect(p, c)
+        }
+    }
+
+    /// One block straight from the pages, bypassing any cache.
+    static func allocateDirect(_ c: Int) -> RawPointer? {
+        var slot: RawPointer? = nil
+        let n = withUnsafeMutablePointer(to: &slot) { Central.fill(c, into: $0, max: 1) }
+        return n == 1 ? slot : nil
+    }
+
+    static func deallocateDirect(_ p: RawPointer, _ c: Int) {
+        var slot: RawPointer? = p
+        withUnsafeMutablePointer(to: &slot) { Central.drain(c, from: $0, count: 1) }
+    }
+
+    // ---- life cycle ------------------------------------------------------------
+
+    /// Gives the calling thread a cache. False if no memory for one.
+    static func attach() -> Bool {
+        Runtime.ensureInitialized()
+        guard let tc = ThreadCacheRegistry.obtain() else { return false }
+        aeth_tls_cache_set(tc)
+        aeth_tls_state_set(ThreadState.live)
+        // May allocate in glibc past the 32 inline keys; the cache is set, so
+        // that allocation takes the normal path.
+        aeth_thread_key_set(Globals.process.pointee.threadKey, tc)
+        return true
+    }
+
+    /// Thread exit: everything cached goes back to the depot or the pages.
+    static func detach(_ tc: RawPointer) {
+        aeth_tls_cache_set(aeth_empty_cache_ptr())
+        aeth_tls_state_set(ThreadState.tornDown)
+        Variant.Cache.flushAll(tc)
+        Stats.threadExit(tc)
+        ThreadCacheRegistry.recycle(tc)
+    }
+}
+
+/// Thread caches not in use, for reuse by new threads.
+struct ThreadCacheRegistry: ~Copyable {
+    let lock: LockWord
+    var freeList: RawPointer?
+    var live: Int
+
+    static var lockWord: UnsafeMutablePointer<LockWord> {
+        UnsafeMutableRawPointer(Globals.registry).assumingMemoryBound(to: LockWord.self)
+    }
+
+    static func obtain() -> RawPointer? {
+        let r = Globals.registry
+        Lock.acquire(lockWord)
+        var tc = r.pointee.freeList
+        if let t = tc { r.pointee.freeList = t.load(fromByteOffset: ThreadCache.nextFreeOffset, as: RawPointer?.self) }
+        r.pointee.live += 1
+        Lock.release(lockWord)
+        if tc == nil { tc = MetadataArena.allocate(bytes: ThreadCache.bytes) }
+        if let t = tc { aeth_memset(t, 0, ThreadCache.bytes) }
+        return tc
+    }
+
+    static func recycle(_ tc: RawPointer) {
+        let r = Globals.registry
+        Lock.acquire(lockWord)
+        tc.storeBytes(of: r.pointee.freeList, toByteOffset: ThreadCache.nextFreeOffset, as: RawPointer?.self)
+        r.pointee.freeList = tc
+        r.pointee.live -= 1
+        Lock.release(lockWord)
+    }
+}
+
+/// A caching policy: the seam between variants (see variants/*/Variant.swift).
+/// The fast paths (`pop`, `push`) are inlined into malloc and free; the rest
+/// runs when they fail.
+protocol CachePolicy {
+    /// A cached block of the entry's class, or nil when the entry is empty.
+    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer?
+    /// Caches `p`; false when the entry is full.
+    static func push(_ e: UnsafeMutablePointer<CacheEntry>, _ p: RawPointer) -> Bool
+    /// Restocks class `c` of cache `tc` and returns a block (nil: out of memory).
+    static func refill(_ tc: RawPointer, _ c: Int) -> RawPointer?
+    /// Makes room in class `c` of cache `tc` and caches `p`.
+    static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer)
+    /// Returns everything cache `tc` holds (thread exit, malloc_trim).
+    static func flushAll(_ tc: RawPointer)
+}

@@ -1,0 +1,64 @@
+// Tuning.swift: every tuning constant of the core, with its unit in its name.
+//
+// The size-class table lives in SizeClasses.swift; the per-variant seams in
+// variants/<name>/Variant.swift. Nothing else defines a number that another
+// file must agree with.
+
+enum Tuning {
+    // ---- address space ---------------------------------------------------
+    /// Small blocks live in segments: 4 MiB, aligned to 4 MiB, so a block's
+    /// segment is its address with the low bits cleared.
+    static let segmentShift = 22
+    static let segmentBytes = 1 << segmentShift
+    /// A segment is cut into 64 KiB slices; a page is a run of slices.
+    static let sliceShift = 16
+    static let sliceBytes = 1 << sliceShift
+    static let slicesPerSegment = segmentBytes >> sliceShift  // 64
+    /// User-space addresses on x86-64 Linux (4-level paging) have 47 bits.
+    /// Anything above is not ours.
+    static let addressBits = 47
+    static let osPageBytes = 4096
+
+    // ---- size classes ----------------------------------------------------
+    /// The largest request served from a size class; larger ones are mapped.
+    static let maxSmallBytes = 64 * 1024
+    /// Requests up to this size find their class with one table load.
+    static let smallTableMaxBytes = 1024
+
+    // ---- magazines ---------------------------------------------------------
+    /// Slots in a magazine: 16 bytes of header + 62 pointers = 512 bytes.
+    static let magazineSlots = 62
+    static let magazineBytes = 512
+    /// A magazine holds at most this many bytes of blocks (at least 1 block),
+    /// so a thread hoards at most 2 magazines' worth per class.
+    static let magazineMaxBlockBytes = 64 * 1024
+    /// The depot keeps at most this many bytes of full magazines per class...
+    static let depotMaxBytesPerClass = 2 * 1024 * 1024
+    /// ...and never fewer than this many magazines, nor more than the upper bound.
+    static let depotMinMagazines = 4
+    static let depotMaxMagazines = 256
+
+    // ---- pages and segments ----------------------------------------------
+    /// A page holds at least this many blocks where the class allows it.
+    static let minBlocksPerPage = 4
+    /// A page wastes at most 1/`pageWasteDivisor` of its bytes to rounding.
+    static let pageWasteDivisor = 16
+    /// Free slices that were used stay committed for this long before
+    /// madvise(MADV_DONTNEED) returns them to the OS.
+    static let purgeDelayMs: UInt64 = 50
+    /// Wholly free segments kept mapped for reuse.
+    static let cachedEmptySegments = 1
+
+    // ---- large allocations -------------------------------------------------
+    /// Header before a large block's data (sliceClass and LargeHeader).
+    static let largeHeaderBytes = 256
+    /// Freed large spans kept mapped for reuse: entries, and bytes per span.
+    static let largeCacheEntries = 16
+    static let largeCacheMaxSpanBytes = 64 * 1024 * 1024
+    static let largeCacheMaxTotalBytes = 256 * 1024 * 1024
+    /// Cached spans idle longer than this are unmapped on the next large op.
+    static let largeCacheDecayMs: UInt64 = 1000
+
+    // ---- internal metadata -------------------------------------------------
+    static let arenaChunkBytes = 1 << 20
+}

@@ -1,0 +1,155 @@
+/*
+ * aeth_platform.h: the C shim under the Swift core.
+ *
+ * Why this exists: the core is Embedded Swift, which cannot import Glibc and
+ * has no thread-local variables. This header is the only place the core
+ * touches libc. Every function is a thin `static inline` wrapper so Swift
+ * inlines it; every symbol is prefixed `aeth_`. Nothing here may call the
+ * malloc family (the core *is* malloc), `dlsym`, or `atexit`.
+ */
+#ifndef AETH_PLATFORM_H
+#define AETH_PLATFORM_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* mremap */
+#endif
+
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <unistd.h>
+#include <time.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+
+/* ---- thread-local state ------------------------------------------------ */
+/* Initial-exec TLS: one %fs-relative load, no __tls_get_addr call. Right for
+ * LD_PRELOAD; a late dlopen of the library can fail with "cannot allocate
+ * memory in static TLS block" (see README). */
+#define AETH_HIDDEN __attribute__((visibility("hidden")))
+/* The current thread's cache. It starts out pointing at `aeth_empty_cache`, an
+ * all-zero cache on which every fast path fails, so the fast path needs no
+ * "initialised?" test. */
+extern AETH_HIDDEN __thread void *aeth_tls_cache __attribute__((tls_model("initial-exec")));
+/* 0: no cache yet, 1: live cache, 2: torn down at thread exit. */
+extern AETH_HIDDEN __thread uintptr_t aeth_tls_state __attribute__((tls_model("initial-exec")));
+#define AETH_EMPTY_CACHE_BYTES 8192
+extern AETH_HIDDEN const unsigned char aeth_empty_cache[AETH_EMPTY_CACHE_BYTES];
+static inline void *aeth_empty_cache_ptr(void) { return (void *)aeth_empty_cache; }
+
+static inline void *aeth_tls_cache_get(void) { return aeth_tls_cache; }
+static inline void aeth_tls_cache_set(void *p) { aeth_tls_cache = p; }
+static inline uintptr_t aeth_tls_state_get(void) { return aeth_tls_state; }
+static inline void aeth_tls_state_set(uintptr_t s) { aeth_tls_state = s; }
+
+/* ---- static storage ------------------------------------------------------ */
+/* Zero-initialised, 4 KiB-aligned storage for the core's global state and for
+ * the shared empty thread cache. Zero is a valid initial state for all of it,
+ * so no constructor has to run before the first malloc. */
+#define AETH_ROOT_BYTES (256 * 1024)
+extern AETH_HIDDEN unsigned char aeth_root_storage[AETH_ROOT_BYTES];
+static inline void *aeth_root(void) { return aeth_root_storage; }
+static inline size_t aeth_root_bytes(void) { return AETH_ROOT_BYTES; }
+
+/* The segment map: one byte per 4 MiB of the 47-bit address space (32 MiB of
+ * zero BSS; only the bytes covering our own mappings are ever touched).
+ * 0: not ours. k > 0: an AethAlloc header lies k-1 chunks below this one. */
+#define AETH_SEGMENT_MAP_ENTRIES (1UL << 25)
+extern AETH_HIDDEN unsigned char aeth_segment_map[AETH_SEGMENT_MAP_ENTRIES];
+static inline unsigned char *aeth_segment_map_ptr(void) { return aeth_segment_map; }
+
+/* ---- errno --------------------------------------------------------------- */
+static inline int aeth_errno_get(void) { return errno; }
+static inline void aeth_errno_set(int e) { errno = e; }
+static inline int aeth_ENOMEM(void) { return ENOMEM; }
+static inline int aeth_EINVAL(void) { return EINVAL; }
+
+/* ---- virtual memory ------------------------------------------------------ */
+/* Reserve and commit read-write anonymous memory. NULL on failure. */
+static inline void *aeth_mmap(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+/* Reserve address space only (PROT_NONE). NULL on failure. */
+static inline void *aeth_mmap_reserve(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+/* Map read-write memory exactly at `addr`, which must lie in our own reservation. */
+static inline int aeth_mmap_fixed(void *addr, size_t bytes) {
+    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    return p == addr ? 0 : -1;
+}
+static inline int aeth_munmap(void *p, size_t bytes) { return munmap(p, bytes); }
+/* Give the physical pages back; the range stays mapped and reads as zero. */
+static inline int aeth_purge(void *p, size_t bytes) { return madvise(p, bytes, MADV_DONTNEED); }
+static inline int aeth_protect_none(void *p, size_t bytes) { return mprotect(p, bytes, PROT_NONE); }
+/* Grow or shrink a mapping in place. NULL if it cannot stay where it is. */
+static inline void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes) {
+    void *q = mremap(p, old_bytes, new_bytes, 0);
+    return q == MAP_FAILED ? NULL : q;
+}
+/* Move a mapping to `target` (which we reserved), without copying. */
+static inline void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target) {
+    void *q = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    return q == MAP_FAILED ? NULL : q;
+}
+static inline size_t aeth_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+
+/* ---- futex --------------------------------------------------------------- */
+static inline void aeth_futex_wait(uint32_t *addr, uint32_t expected) {
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+static inline void aeth_futex_wake_one(uint32_t *addr) {
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+static inline void aeth_yield(void) { sched_yield(); }
+static inline void aeth_cpu_relax(void) { __builtin_ia32_pause(); }
+
+/* ---- time ---------------------------------------------------------------- */
+/* Monotonic milliseconds from the vDSO's coarse clock: no syscall. */
+static inline uint64_t aeth_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- threads and process ------------------------------------------------- */
+/* Registers `aeth_thread_exit_hook` as the destructor of a pthread key.
+ * pthread_key_create does not allocate. Returns the key or -1. */
+int aeth_thread_key_create(void);
+/* Attaches `value` to the key so the destructor runs at thread exit. The first
+ * 32 keys are stored inline in glibc, so this does not allocate in practice;
+ * if it does, the allocation re-enters with the thread cache already set. */
+static inline void aeth_thread_key_set(int key, void *value) {
+    pthread_setspecific((pthread_key_t)key, value);
+}
+/* Registers the fork handlers (called from the library constructor). */
+void aeth_register_atfork(void);
+
+/* ---- environment and output ---------------------------------------------- */
+/* getenv does not allocate. */
+static inline const char *aeth_getenv(const char *name) { return getenv(name); }
+/* write(2) to stderr, retrying on partial writes. */
+void aeth_write_stderr(const char *buf, size_t len);
+_Noreturn void aeth_abort(void);
+
+/* ---- memory primitives ----------------------------------------------------- */
+static inline void aeth_memset(void *p, int c, size_t n) { __builtin_memset(p, c, n); }
+static inline void aeth_memcpy(void *d, const void *s, size_t n) { __builtin_memcpy(d, s, n); }
+
+/* ---- callbacks implemented in Swift -------------------------------------- */
+AETH_HIDDEN void aethalloc_thread_exit(void *cache);
+AETH_HIDDEN void aethalloc_fork_prepare(void);
+AETH_HIDDEN void aethalloc_fork_parent(void);
+AETH_HIDDEN void aethalloc_fork_child(void);
+AETH_HIDDEN void aethalloc_process_init(void);
+
+#endif /* AETH_PLATFORM_H */
