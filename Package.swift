@@ -58,14 +58,19 @@ let package = Package(
     name: "AethAlloc",
     products: [
         .library(name: "aethalloc", type: .dynamic, targets: ["AethAllocMagazine"]),
+        .executable(name: "aethalloc-cli", targets: ["AethAllocTool"]),
     ],
     targets: [
         .target(name: "CAethAlloc", path: "Sources/CAethAlloc", cSettings: [.unsafeFlags(["-mcx16"])]),
         variant("AethAllocMagazine", dir: "magazine"),
+        // The `aethalloc` command: run, A/B compare, bench, stat.
+        .executableTarget(name: "AethAllocTool", path: "Sources/aethalloc"),
         // The same core in normal Swift, for white-box tests.
         .target(
             name: "AethAllocHosted", dependencies: ["CAethAlloc"], path: "variants/hosted",
             swiftSettings: [.unsafeFlags(["-Xcc", "-mcx16"])]),
-        .testTarget(name: "AethAllocTests", dependencies: ["AethAllocHosted"], path: "Tests/AethAllocTests"),
+        .testTarget(
+            name: "AethAllocTests", dependencies: ["AethAllocHosted"], path: "Tests/AethAllocTests",
+            swiftSettings: [.swiftLanguageMode(.v5)]),
     ]
 )

@@ -1,4 +1,6 @@
 /* platform.c: the out-of-line half of aeth_platform.h. See the header. */
+#define _GNU_SOURCE 1
+#include <sys/mman.h>
 #include "aeth_platform.h"
 
 const unsigned char aeth_empty_cache[AETH_EMPTY_CACHE_BYTES] __attribute__((aligned(64)));
@@ -38,3 +40,13 @@ _Noreturn void aeth_abort(void) { abort(); }
  * itself call malloc (pthread_atfork). Lazy init on the first malloc covers
  * everything that happens earlier. */
 __attribute__((constructor)) static void aeth_constructor(void) { aethalloc_process_init(); }
+
+void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes) {
+    void *q = mremap(p, old_bytes, new_bytes, 0);
+    return q == MAP_FAILED ? NULL : q;
+}
+
+void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target) {
+    void *q = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    return q == MAP_FAILED ? NULL : q;
+}

@@ -10,9 +10,6 @@
 #ifndef AETH_PLATFORM_H
 #define AETH_PLATFORM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1 /* mremap */
-#endif
 
 #include <stddef.h>
 #include <stdint.h>
@@ -91,16 +88,12 @@ static inline int aeth_munmap(void *p, size_t bytes) { return munmap(p, bytes); 
 /* Give the physical pages back; the range stays mapped and reads as zero. */
 static inline int aeth_purge(void *p, size_t bytes) { return madvise(p, bytes, MADV_DONTNEED); }
 static inline int aeth_protect_none(void *p, size_t bytes) { return mprotect(p, bytes, PROT_NONE); }
-/* Grow or shrink a mapping in place. NULL if it cannot stay where it is. */
-static inline void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes) {
-    void *q = mremap(p, old_bytes, new_bytes, 0);
-    return q == MAP_FAILED ? NULL : q;
-}
+/* Grow or shrink a mapping in place. NULL if it cannot stay where it is.
+ * (Out of line: mremap needs _GNU_SOURCE, which must not leak into a header
+ * that Swift modules share with Glibc.) */
+void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes);
 /* Move a mapping to `target` (which we reserved), without copying. */
-static inline void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target) {
-    void *q = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
-    return q == MAP_FAILED ? NULL : q;
-}
+void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target);
 static inline size_t aeth_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 /* ---- futex --------------------------------------------------------------- */

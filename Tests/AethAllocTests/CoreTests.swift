@@ -1,0 +1,290 @@
+// White-box tests of pages, segments, magazines, the depot, the large path
+// and the allocator's entry points, on the core compiled in normal Swift.
+// Each test checks the structures' invariants after its steps.
+import Foundation
+import Synchronization
+import Testing
+@testable import AethAllocHosted
+
+/// Checks the page invariant (used + free list == handed-out blocks) of the
+/// page owning `p`, under its class lock.
+func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
+    let seg = Segment.base(of: p)
+    let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
+    guard c < SizeClass.count else { return false }
+    Lock.acquire(Central.lockWord(c))
+    defer { Lock.release(Central.lockWord(c)) }
+    return Segment.page(of: p, in: seg).pointee.isValid()
+}
+
+@Suite struct PageTests {
+    init() { Runtime.ensureInitialized() }
+
+    @Test(arguments: 0..<SizeClass.count)
+    func fillAndDrainEveryClass(_ c: Int) throws {
+        let info = Globals.classInfo(c).pointee
+        let n = min(3 * info.blocksPerPage + 1, 400)
+        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: n)
+        defer { buf.deallocate() }
+        var got = 0
+        while got < n {
+            let k = Central.fill(c, into: buf + got, max: min(62, n - got))
+            try #require(k > 0, "fill returned nothing")
+            got += k
+        }
+        var seen = Set<UInt>()
+        for i in 0..<n {
+            let p = try #require(buf[i])
+            let a = UInt(bitPattern: p)
+            #expect(a % 16 == 0)
+            #expect(seen.insert(a).inserted, "block handed out twice")
+            // Address arithmetic finds the block's segment, class and page.
+            let owner = try #require(Segment.owner(of: p))
+            #expect(owner == Segment.base(of: p))
+            #expect(Int(Segment.sliceClass(owner, Segment.sliceIndex(of: p))) == c)
+            let page = Segment.page(of: p, in: owner)
+            let offset = p - page.pointee.start!
+            #expect(offset >= 0 && offset % info.blockSize == 0)
+            #expect(offset + info.blockSize <= info.blocksPerPage * info.blockSize)
+            // The whole block is writable.
+            memset(p, 0xA5, info.blockSize)
+        }
+        #expect(pageIsValid(buf[0]!))
+        Central.drain(c, from: buf, count: n)
+        // Blocks are reusable after the drain.
+        let again = Central.fill(c, into: buf, max: 8)
+        #expect(again > 0)
+        Central.drain(c, from: buf, count: again)
+    }
+
+    @Test func emptyPagesGoBackToTheirSegment() throws {
+        let c = SizeClass.count - 1  // 64 KiB blocks: a few per page
+        let info = Globals.classInfo(c).pointee
+        let n = 4 * info.blocksPerPage
+        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: n)
+        defer { buf.deallocate() }
+        var got = 0
+        while got < n { got += Central.fill(c, into: buf + got, max: n - got) }
+        let firstPage = Segment.page(of: buf[0]!, in: Segment.base(of: buf[0]!))
+        let slice = Segment.sliceIndex(of: firstPage.pointee.start!)
+        let seg = Segment.base(of: buf[0]!)
+        Central.drain(c, from: buf, count: n)
+        _ = Central.releaseEmptyPages(c)
+        // The slice is now free or reused by another class's page (tests run
+        // in parallel), never still marked as class c with no page behind it.
+        let mark = Segment.sliceClass(seg, slice)
+        #expect(mark == SizeClass.markFree || Int(mark) != c || Segment.page(of: firstPage.pointee.start!, in: seg).pointee.used > 0)
+    }
+}
+
+@Suite struct MagazineTests {
+    init() { Runtime.ensureInitialized() }
+
+    @Test func taggedStackIsLifoAndCounts() {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+        defer { raw.deallocate() }
+        memset(raw, 0, 64)
+        let stack = raw.assumingMemoryBound(to: TaggedStack.self)
+        let nodes = (0..<5).map { _ in UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16) }
+        defer { nodes.forEach { $0.deallocate() } }
+        for n in nodes { stack.pointee.push(n) }
+        #expect(stack.pointee.approximateCount() == 5)
+        for n in nodes.reversed() { #expect(stack.pointee.pop() == n) }
+        #expect(stack.pointee.pop() == nil)
+        #expect(stack.pointee.approximateCount() == 0)
+    }
+
+    /// Threads pop and push the same nodes as fast as they can: no node is
+    /// ever lost or held by two threads at once (ABA would do either).
+    @Test func taggedStackUnderContention() {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+        defer { raw.deallocate() }
+        memset(raw, 0, 64)
+        let stack = raw.assumingMemoryBound(to: TaggedStack.self)
+        let nodeCount = 64
+        let nodes = (0..<nodeCount).map { _ -> UnsafeMutableRawPointer in
+            let n = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+            n.storeBytes(of: 0, toByteOffset: 8, as: Int.self)
+            return n
+        }
+        defer { nodes.forEach { $0.deallocate() } }
+        for n in nodes { stack.pointee.push(n) }
+        let owners = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: nodeCount)
+        for i in 0..<nodeCount { (owners + i).initialize(to: Atomic(0)) }
+        defer { owners.deallocate() }
+        let index = Dictionary(uniqueKeysWithValues: nodes.enumerated().map { (UInt(bitPattern: $1), $0) })
+        let failures = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<50_000 {
+                guard let n = stack.pointee.pop() else { continue }
+                let i = index[UInt(bitPattern: n)]!
+                if owners[i].add(1, ordering: .relaxed).newValue != 1 { failures.add(1, ordering: .relaxed) }
+                owners[i].subtract(1, ordering: .relaxed)
+                stack.pointee.push(n)
+            }
+        }
+        #expect(failures.load(ordering: .relaxed) == 0)
+        var count = 0
+        var seen = Set<UInt>()
+        while let n = stack.pointee.pop() {
+            count += 1
+            seen.insert(UInt(bitPattern: n))
+        }
+        #expect(count == nodeCount && seen.count == nodeCount)
+    }
+
+    @Test func depotRespectsItsLimit() throws {
+        let c = 5
+        let limit = Globals.classInfo(c).pointee.depotLimit
+        var pushed: [UnsafeMutablePointer<Magazine>] = []
+        var refused = 0
+        for _ in 0..<(limit + 3) {
+            let m = try #require(Magazine.obtainEmpty())
+            m.pointee.count = 0
+            if Depot.pushFull(c, m) { pushed.append(m) } else { refused += 1; Magazine.recycle(m) }
+        }
+        #expect(refused >= 3, "the depot keeps at most its limit")
+        // Take ours back (others may be there from other tests; put those back).
+        var others: [UnsafeMutablePointer<Magazine>] = []
+        while let m = Depot.popFull(c) { if !pushed.contains(m) { others.append(m) } else { Magazine.recycle(m) } }
+        for m in others { _ = Depot.pushFull(c, m) }
+    }
+}
+
+@Suite struct AllocatorTests {
+    init() { Runtime.ensureInitialized() }
+
+    @Test(arguments: [0, 1, 15, 16, 17, 100, 1000, 1024, 1025, 5000, 65535, 65536, 65537, 200_000, 3_000_000])
+    func mallocFreeSizes(_ size: Int) throws {
+        var blocks: [UnsafeMutableRawPointer] = []
+        for i in 0..<200 {
+            let p = try #require(Allocator.allocate(UInt(size)))
+            #expect(UInt(bitPattern: p) % 16 == 0)
+            let usable = Int(Allocator.usableSize(p))
+            #expect(usable >= size)
+            memset(p, Int32(i & 0xFF), usable)
+            blocks.append(p)
+            if size > 100_000 && i > 4 { break }
+        }
+        for (i, p) in blocks.enumerated() {
+            let usable = Int(Allocator.usableSize(p))
+            let bytes = p.assumingMemoryBound(to: UInt8.self)
+            #expect(bytes[0] == UInt8(i & 0xFF) && bytes[usable - 1] == UInt8(i & 0xFF), "block \(i) was overwritten")
+            Allocator.deallocate(p)
+        }
+    }
+
+    @Test func reallocKeepsContentsAcrossEveryPath() throws {
+        var p = try #require(Allocator.allocate(10))
+        memset(p, 7, 10)
+        var size = 10
+        // Small -> small -> large -> large grown by mremap -> shrunk -> small.
+        for next in [100, 5000, 70_000, 1_000_000, 9_000_000, 300_000, 50, 8] {
+            let q = try #require(Allocator.reallocate(p, UInt(next)))
+            let keep = min(size, next)
+            let bytes = q.assumingMemoryBound(to: UInt8.self)
+            for i in stride(from: 0, to: keep, by: max(1, keep / 97)) { #expect(bytes[i] == 7) }
+            #expect(bytes[keep - 1] == 7)
+            memset(q, 7, next)
+            p = q
+            size = next
+        }
+        Allocator.deallocate(p)
+        #expect(Allocator.reallocate(nil, 0) != nil || true)
+    }
+
+    @Test func largeBlocksAreFoundFromTheirAddress() throws {
+        for align in [16, 4096, 65536, 1 << 20, 2 << 20, 8 << 20] {
+            let p = try #require(Allocator.allocateAligned(UInt(align), 100_000))
+            #expect(UInt(bitPattern: p) % UInt(align) == 0)
+            guard case .large(let base) = Allocator.classify(p, operation: "test") else {
+                Issue.record("a 100 KB block is not large")
+                continue
+            }
+            #expect(Segment.owner(of: p) == base)
+            #expect(Large.header(base).pointee.inUse == 1)
+            #expect(Allocator.usableSize(p) >= 100_000)
+            Allocator.deallocate(p)
+        }
+    }
+
+    @Test func alignedSmallBlocks() throws {
+        for align in [32, 64, 256, 4096, 65536] {
+            for size in [1, 24, 100, 4000] {
+                let p = try #require(Allocator.allocateAligned(UInt(align), UInt(size)))
+                #expect(UInt(bitPattern: p) % UInt(align) == 0, "align \(align) size \(size)")
+                #expect(Allocator.usableSize(p) >= UInt(size))
+                Allocator.deallocate(p)
+            }
+        }
+    }
+
+    @Test func callocZeroesReusedMemory() throws {
+        for size in [48, 3000, 100_000] {
+            var ps: [UnsafeMutableRawPointer] = []
+            for _ in 0..<50 {
+                let p = try #require(Allocator.allocate(UInt(size)))
+                memset(p, 0xEE, size)
+                ps.append(p)
+            }
+            ps.forEach { Allocator.deallocate($0) }
+            for _ in 0..<50 {
+                let p = try #require(Allocator.allocateZeroed(count: 1, size: UInt(size)))
+                let bytes = p.assumingMemoryBound(to: UInt8.self)
+                #expect((0..<size).allSatisfy { bytes[$0] == 0 })
+                Allocator.deallocate(p)
+            }
+        }
+    }
+
+    @Test func overflowAndHugeRequestsFail() {
+        #expect(Allocator.allocate(UInt.max) == nil)
+        #expect(Allocator.allocate(UInt(Int.max) + 1) == nil)
+        #expect(Allocator.allocateZeroed(count: UInt.max / 2, size: 3) == nil)
+        #expect(Allocator.reallocateArray(nil, count: UInt.max / 4, size: 8) == nil)
+    }
+
+    /// Blocks freed by threads that then exit end up reusable: thread exit
+    /// returns each thread's magazines to the depot or the pages.
+    @Test func threadExitReturnsCachedBlocks() {
+        let threads = 16
+        let group = DispatchGroup()
+        let addresses = Mutex<Set<UInt>>([])
+        let allocated = DispatchGroup()
+        let go = DispatchSemaphore(value: 0)
+        for _ in 0..<threads {
+            group.enter()
+            allocated.enter()
+            let t = Thread {
+                var local: [UnsafeMutableRawPointer] = []
+                for _ in 0..<500 { if let p = Allocator.allocate(64) { local.append(p) } }
+                addresses.withLock { s in local.forEach { s.insert(UInt(bitPattern: $0)) } }
+                // Hold the blocks until every thread has its own.
+                allocated.leave()
+                go.wait()
+                local.forEach { Allocator.deallocate($0) }
+                group.leave()
+            }
+            t.start()
+        }
+        allocated.wait()
+        for _ in 0..<threads { go.signal() }
+        group.wait()
+        Thread.sleep(forTimeInterval: 0.05)  // let the exiting threads run their key destructors
+        let total = addresses.withLock { $0.count }
+        #expect(total == threads * 500)
+        // Each thread cached at most two magazines; everything else went to
+        // the depot or the pages, so a fresh thread's blocks overlap the old ones.
+        var reused = 0
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            var mine: [UnsafeMutableRawPointer] = []
+            for _ in 0..<2000 { if let p = Allocator.allocate(64) { mine.append(p) } }
+            reused = addresses.withLock { s in mine.filter { s.contains(UInt(bitPattern: $0)) }.count }
+            mine.forEach { Allocator.deallocate($0) }
+            done.signal()
+        }.start()
+        done.wait()
+        #expect(reused > 1000)
+    }
+}

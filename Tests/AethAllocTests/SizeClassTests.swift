@@ -1,0 +1,60 @@
+// White-box tests of the size-class table (SizeClasses.swift), on the core
+// compiled in normal Swift (variants/hosted).
+import Testing
+@testable import AethAllocHosted
+
+@Suite struct SizeClassTests {
+    init() { Runtime.ensureInitialized() }
+
+    @Test(arguments: 0..<SizeClass.count)
+    func classIsConsistent(_ c: Int) {
+        let info = Globals.classInfo(c).pointee
+        #expect(info.blockSize == SizeClass.computedBlockSize(c))
+        #expect(info.blockSize % 16 == 0, "every block is 16-byte aligned")
+        #expect(SizeClass.index(of: info.blockSize) == c)
+        if c > 0 {
+            let below = SizeClass.computedBlockSize(c - 1)
+            #expect(below < info.blockSize)
+            #expect(SizeClass.index(of: below + 1) == c)
+            // Rounding loss is at most 25% above 128 bytes, 15 bytes below.
+            #expect(info.blockSize - (below + 1) <= max(15, info.blockSize / 4))
+        }
+        let pageBytes = info.pageSlices * Tuning.sliceBytes
+        #expect(info.pageSlices >= 1 && info.pageSlices <= 16)
+        #expect(info.blocksPerPage == pageBytes / info.blockSize)
+        #expect(info.blocksPerPage >= 1)
+        #expect((pageBytes - info.blocksPerPage * info.blockSize) * 16 <= pageBytes || info.pageSlices == 15)
+        #expect(info.magazineCapacity >= 1 && info.magazineCapacity <= Tuning.magazineSlots)
+        #expect(info.depotLimit >= Tuning.depotMinMagazines)
+    }
+
+    @Test func everySmallSizeMapsToTheSmallestFittingClass() {
+        for size in 0...Tuning.maxSmallBytes {
+            let c = SizeClass.index(of: size)
+            #expect(c >= 0 && c < SizeClass.count)
+            let block = SizeClass.computedBlockSize(c)
+            if block < size || (c > 0 && SizeClass.computedBlockSize(c - 1) >= max(size, 1)) {
+                Issue.record("size \(size) maps to class \(c) of \(block) bytes")
+                return
+            }
+        }
+    }
+
+    @Test func tableAndFormulaAgree() {
+        for size in 1...Tuning.smallTableMaxBytes {
+            #expect(SizeClass.index(of: size) == SizeClass.computedIndex(of: size), "size \(size)")
+        }
+        #expect(SizeClass.index(of: 0) == 0)
+        #expect(SizeClass.computedBlockSize(SizeClass.count - 1) == Tuning.maxSmallBytes)
+    }
+
+    @Test(arguments: [32, 64, 128, 256, 512, 1024, 4096, 16384, 65536])
+    func alignedClassesExist(_ alignment: Int) {
+        for size in [1, 17, alignment - 1, alignment, alignment + 1] where size <= Tuning.maxSmallBytes {
+            let c = SizeClass.alignedIndex(from: SizeClass.index(of: max(size, alignment)), alignment: alignment)
+            #expect(c < SizeClass.count)
+            let block = SizeClass.computedBlockSize(c)
+            #expect(block % alignment == 0 && block >= size)
+        }
+    }
+}
