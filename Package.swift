@@ -58,11 +58,15 @@ let package = Package(
     name: "AethAlloc",
     products: [
         .library(name: "aethalloc", type: .dynamic, targets: ["AethAllocMagazine"]),
+        .library(name: "aethalloc-simple", type: .dynamic, targets: ["AethAllocSimple"]),
+        .library(name: "aethalloc-metrics", type: .dynamic, targets: ["AethAllocMetrics"]),
         .executable(name: "aethalloc-cli", targets: ["AethAllocTool"]),
     ],
     targets: [
         .target(name: "CAethAlloc", path: "Sources/CAethAlloc", cSettings: [.unsafeFlags(["-mcx16"])]),
         variant("AethAllocMagazine", dir: "magazine"),
+        variant("AethAllocSimple", dir: "simple"),
+        variant("AethAllocMetrics", dir: "metrics"),
         // The `aethalloc` command: run, A/B compare, bench, stat.
         .executableTarget(name: "AethAllocTool", path: "Sources/aethalloc"),
         // The same core in normal Swift, for white-box tests.

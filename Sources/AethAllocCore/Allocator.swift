@@ -25,7 +25,11 @@ enum Allocator {
     static func allocate(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.smallTableMaxBytes) {
             let c = Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
-            if let p = Variant.Cache.pop(ThreadCache.hot(ThreadCache.current, c)) { return p }
+            let tc = ThreadCache.current
+            if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
+                Stats.allocated(tc, c)
+                return p
+            }
             return allocateSlow(n, c)
         }
         return allocateAbove1K(n)
@@ -35,7 +39,11 @@ enum Allocator {
     static func allocateAbove1K(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.maxSmallBytes) {
             let c = SizeClass.computedIndex(of: Int(bitPattern: n))
-            if let p = Variant.Cache.pop(ThreadCache.hot(ThreadCache.current, c)) { return p }
+            let tc = ThreadCache.current
+            if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
+                Stats.allocated(tc, c)
+                return p
+            }
             return allocateSlow(n, c)
         }
         if n > maxRequest { return outOfMemory() }
@@ -58,7 +66,11 @@ enum Allocator {
 
     /// A block of class `c` (used by the aligned path).
     static func allocate(sizeClass c: Int) -> RawPointer? {
-        if let p = Variant.Cache.pop(ThreadCache.hot(ThreadCache.current, c)) { return p }
+        let tc = ThreadCache.current
+        if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
+            Stats.allocated(tc, c)
+            return p
+        }
         return ThreadCache.allocate(c) ?? outOfMemory()
     }
 
@@ -82,7 +94,11 @@ enum Allocator {
             let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
             let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
             if c < SizeClass.count {
-                if Variant.Cache.push(ThreadCache.hot(ThreadCache.current, c), p) { return }
+                let tc = ThreadCache.current
+                if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
+                    Stats.freed(tc, c)
+                    return
+                }
                 return deallocateToFullCache(p, c)
             }
         }
@@ -210,7 +226,7 @@ enum Allocator {
         if aeth_tls_state_get() == ThreadState.live { Variant.Cache.flushAll(ThreadCache.current) }
         var released = 0
         for c in 0..<SizeClass.count {
-            Depot.drainAll(c)
+            Variant.Cache.drainGlobal(c)
             released += Central.releaseEmptyPages(c)
         }
         released += SegmentManager.purgeAll()

@@ -112,3 +112,26 @@ public func aethalloc_malloc_trim(_ pad: UInt) -> Int32 {
 public func aethalloc_variant() -> UnsafePointer<CChar> {
     UnsafeRawPointer(Variant.name.utf8Start).assumingMemoryBound(to: CChar.self)
 }
+
+/// The seed's five counters (zeros unless this is the metrics variant).
+@c(aethalloc_get_metrics)
+public func aethalloc_get_metrics() -> aethalloc_metrics {
+    let m = MetricsSnapshot.take()
+    return aethalloc_metrics(
+        allocs: m.allocs, frees: m.frees, cache_hits: m.cacheHits, cache_misses: m.cacheMisses,
+        direct_allocs: m.directAllocs)
+}
+
+/// The versioned extended snapshot; see include/aethalloc.h.
+@c(aethalloc_get_metrics_ext)
+public func aethalloc_get_metrics_ext(_ out: UnsafeMutablePointer<aethalloc_metrics_ext>?) -> Int32 {
+    guard let out else { return -1 }
+    let header = 16
+    let callerBytes = Int(out.pointee.size)
+    if callerBytes < header { return -1 }
+    var full = MetricsSnapshot.take().asExt()
+    let n = min(callerBytes, MemoryLayout<aethalloc_metrics_ext>.size)
+    full.size = UInt32(n)
+    withUnsafeBytes(of: &full) { aeth_memcpy(out, $0.baseAddress!, n) }
+    return 0
+}

@@ -17,6 +17,7 @@
 //   18432    MetadataArena
 //   18688    the shared stack of empty magazines
 //   18944    ThreadCacheRegistry
+//   20480    GlobalMetrics (metrics variant), then per-class counts
 import CAethAlloc
 import Synchronization
 
@@ -27,6 +28,7 @@ struct ProcessState: ~Copyable {
     /// The pthread key whose destructor tears a thread's cache down.
     var threadKey: Int32
     var constructorRan: Bool
+    var printStatsAtExit: Bool
 }
 
 enum Globals {
@@ -42,7 +44,8 @@ enum Globals {
     static let arenaOffset = 18432
     static let emptyMagazinesOffset = 18688
     static let registryOffset = 18944
-    static let endOffset = 20480
+    static let metricsOffset = 20480
+    static let endOffset = 21504
 
     @inline(__always) static var root: RawPointer { RawPointer(aeth_root()) }
 
@@ -76,6 +79,9 @@ enum Globals {
     @inline(__always) static var registry: UnsafeMutablePointer<ThreadCacheRegistry> {
         (root + registryOffset).assumingMemoryBound(to: ThreadCacheRegistry.self)
     }
+    @inline(__always) static var metrics: UnsafeMutablePointer<GlobalMetrics> {
+        (root + metricsOffset).assumingMemoryBound(to: GlobalMetrics.self)
+    }
     @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
 
     /// Checks at start-up that the fixed offsets above fit the types.
@@ -90,7 +96,13 @@ enum Globals {
             && MemoryLayout<LargeCache>.size <= arenaOffset - largeCacheOffset
             && MemoryLayout<MetadataArena>.size <= emptyMagazinesOffset - arenaOffset
             && MemoryLayout<TaggedStack>.size <= registryOffset - emptyMagazinesOffset
-            && MemoryLayout<ThreadCacheRegistry>.size <= endOffset - registryOffset
+            && MemoryLayout<ThreadCacheRegistry>.size <= metricsOffset - registryOffset
+            && MemoryLayout<GlobalMetrics>.size <= GlobalMetrics.classAllocsOffset
+            && GlobalMetrics.classAllocsOffset + 8 * SizeClass.count <= endOffset - metricsOffset
+            && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
+            && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
+            && ThreadCache.coldOffset + ThreadCache.coldStride * SizeClass.count <= ThreadCache.statsOffset
+            && ThreadCache.statsOffset + 720 <= ThreadCache.nextFreeOffset
             && endOffset <= aeth_root_bytes()
             && ThreadCache.bytes <= Int(AETH_EMPTY_CACHE_BYTES)
         if !ok { Diagnostics.fatal("internal error: global state layout does not fit") }

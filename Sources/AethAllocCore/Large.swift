@@ -105,6 +105,7 @@ enum Large {
             baseAlignment: baseAlignment, idleSinceMs: 0)
         let user = b + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
+        Stats.largeAllocated(bytes: mapped - userOffset)
         if zeroed && !fresh { aeth_memset(user, 0, size) }
         return user
     }
@@ -115,6 +116,7 @@ enum Large {
         validate(p, base: base, operation: "free")
         h.pointee.inUse = 0
         let bytes = h.pointee.mappedBytes
+        Stats.largeFreed(bytes: bytes - h.pointee.userOffset)
         if bytes <= Tuning.largeCacheMaxSpanBytes {
             Lock.acquire(LargeCache.lockWord)
             let kept = insertCached(base, h)
@@ -146,6 +148,7 @@ enum Large {
                 OS.unmap(base + needed, bytes: mapped - needed)
                 h.pointee.mappedBytes = needed
                 Stats.largeUnmapped(bytes: mapped - needed)
+                Stats.largeResized(from: mapped, to: needed)
             }
             return p
         }
@@ -158,6 +161,7 @@ enum Large {
         if OS.remapInPlace(base, from: mapped, to: needed) {
             h.pointee.mappedBytes = needed
             Stats.largeMapped(bytes: needed - mapped)
+            Stats.largeResized(from: mapped, to: needed)
             return p
         }
         let alignment = h.pointee.baseAlignment
@@ -170,6 +174,7 @@ enum Large {
         }
         header(target).pointee.mappedBytes = needed
         Stats.largeMapped(bytes: needed - mapped)
+        Stats.largeResized(from: mapped, to: needed)
         let user = target + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         return user

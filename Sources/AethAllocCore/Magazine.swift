@@ -41,7 +41,8 @@ struct Magazine {
     }
 }
 
-/// A lock-free LIFO of nodes whose first word is the link (Treiber stack).
+/// A lock-free LIFO of nodes linked through the word at `linkOffset`
+/// (Treiber stack).
 ///
 /// ABA: the head is a {pointer, tag} pair updated with a 16-byte
 /// compare-and-swap (`lock cmpxchg16b`). Every successful push or pop
@@ -50,19 +51,22 @@ struct Magazine {
 /// Reading A.next after another thread popped A is safe because nodes live
 /// in metadata memory that is never unmapped; the link is an atomic word so
 /// the racy read is well defined, and a stale value is rejected by the CAS.
+/// Nodes must stay readable memory while any thread may still pop: magazines
+/// live in the metadata arena, and blocks on the simple variant's pools live
+/// in segments that variant never unmaps (Variant.unmapsEmptySegments).
 struct TaggedStack: ~Copyable {
     let head: Atomic<WordPair>
     let count: Atomic<Int>
 
     @inline(__always)
-    private static func link(_ node: RawPointer) -> UnsafeMutablePointer<Atomic<UInt>> {
-        node.assumingMemoryBound(to: Atomic<UInt>.self)
+    private static func link(_ node: RawPointer, _ offset: Int) -> UnsafeMutablePointer<Atomic<UInt>> {
+        (node + offset).assumingMemoryBound(to: Atomic<UInt>.self)
     }
 
-    borrowing func push(_ node: RawPointer) {
+    borrowing func push(_ node: RawPointer, linkOffset: Int = 0) {
         var old = head.load(ordering: .relaxed)
         while true {
-            TaggedStack.link(node).pointee.store(old.first, ordering: .relaxed)
+            TaggedStack.link(node, linkOffset).pointee.store(old.first, ordering: .relaxed)
             let new = WordPair(first: UInt(bitPattern: node), second: old.second &+ 1)
             let (done, seen) = head.compareExchange(expected: old, desired: new, ordering: .releasing)
             if done { break }
@@ -71,11 +75,11 @@ struct TaggedStack: ~Copyable {
         count.wrappingAdd(1, ordering: .relaxed)
     }
 
-    borrowing func pop() -> RawPointer? {
+    borrowing func pop(linkOffset: Int = 0) -> RawPointer? {
         var old = head.load(ordering: .acquiring)
         while true {
             guard let node = RawPointer(bitPattern: old.first) else { return nil }
-            let next = TaggedStack.link(node).pointee.load(ordering: .relaxed)
+            let next = TaggedStack.link(node, linkOffset).pointee.load(ordering: .relaxed)
             let new = WordPair(first: next, second: old.second &+ 1)
             let (done, seen) = head.compareExchange(expected: old, desired: new, ordering: .acquiringAndReleasing)
             if done {

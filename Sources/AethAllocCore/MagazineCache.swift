@@ -41,12 +41,12 @@ enum MagazineCache: CachePolicy {
         let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
         if let prev = pair.pointee.previous, prev.pointee.count > 0 {
             swap(c, hot, pair)
-            Stats.cacheMiss(c, refilledFrom: .swap)
+            Stats.cacheMiss(tc, c, refilledFrom: .swap)
         } else if let full = Depot.popFull(c) {
             if let prev = pair.pointee.previous { Magazine.recycle(prev) }
             unload(hot, pair)
             load(c, hot, pair, full)
-            Stats.cacheMiss(c, refilledFrom: .depot)
+            Stats.cacheMiss(tc, c, refilledFrom: .depot)
         } else {
             if pair.pointee.loaded == nil {
                 guard let m = Magazine.obtainEmpty() else { return ThreadCache.allocateDirect(c) }
@@ -55,7 +55,7 @@ enum MagazineCache: CachePolicy {
             let n = Central.fill(c, into: Magazine.rounds(pair.pointee.loaded!), max: Int(hot.pointee.capacity))
             if n == 0 { return nil }
             hot.pointee.count = Int32(n)
-            Stats.cacheMiss(c, refilledFrom: .pages)
+            Stats.cacheMiss(tc, c, refilledFrom: .pages)
         }
         return pop(hot)
     }
@@ -98,6 +98,8 @@ enum MagazineCache: CachePolicy {
             hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
         }
     }
+
+    static func drainGlobal(_ c: Int) { Depot.drainAll(c) }
 
     // ---- helpers ---------------------------------------------------------------
 

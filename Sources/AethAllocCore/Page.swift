@@ -124,6 +124,30 @@ struct Central: ~Copyable {
         }
     }
 
+    /// Returns `n` blocks of class `c` linked through their first word,
+    /// starting at `head`, to their pages.
+    static func drainList(_ c: Int, head: RawPointer?, count n: Int) {
+        var buffer: (RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+                     RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?) =
+            (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
+        var next = head
+        var left = n
+        withUnsafeMutableBytes(of: &buffer) { raw in
+            let slots = raw.baseAddress!.assumingMemoryBound(to: RawPointer?.self)
+            while left > 0 {
+                var k = 0
+                while k < 16 && left > 0, let b = next {
+                    next = b.load(as: RawPointer?.self)
+                    slots[k] = b
+                    k += 1
+                    left -= 1
+                }
+                if k == 0 { break }
+                drain(c, from: slots, count: k)
+            }
+        }
+    }
+
     /// Releases every page of class `c` with no block out (malloc_trim).
     /// Returns the bytes released.
     static func releaseEmptyPages(_ c: Int) -> Int {

@@ -40,7 +40,8 @@ enum Runtime {
             let slices = SizeClass.computedPageSlices(c)
             Globals.classInfo(c).pointee = ClassInfo(
                 blockSize: block, pageSlices: slices, blocksPerPage: slices * Tuning.sliceBytes / block,
-                magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c))
+                magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c),
+                simpleBatch: SizeClass.computedSimpleBatch(c), simplePoolLimit: SizeClass.computedSimplePoolLimit(c))
         }
         var i = 0
         while i * 16 <= Tuning.smallTableMaxBytes {
@@ -93,6 +94,15 @@ public func aethalloc_process_init() {
     let state = Globals.process
     if !state.pointee.constructorRan {
         state.pointee.constructorRan = true
+        if let v = aeth_getenv("AETHALLOC_STATS"), v.pointee == 0x31 /* "1" */ { state.pointee.printStatsAtExit = true }
         aeth_register_atfork()
+    }
+}
+
+/// The library destructor (.fini_array: runs at exit without atexit's lock).
+@c(aethalloc_process_exit)
+public func aethalloc_process_exit() {
+    if Variant.statsEnabled && Globals.process.pointee.printStatsAtExit {
+        MetricsSnapshot.take().printSummary()
     }
 }

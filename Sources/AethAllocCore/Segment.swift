@@ -179,7 +179,7 @@ struct SegmentManager: ~Copyable {
         h.pointee.dirtyMask |= run
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
-            if m.pointee.emptySegments >= Tuning.cachedEmptySegments {
+            if Variant.unmapsEmptySegments && m.pointee.emptySegments >= Tuning.cachedEmptySegments {
                 unlink(m, h)
                 Segment.mapClear(base)
                 m.pointee.segmentCount -= 1
@@ -211,7 +211,7 @@ struct SegmentManager: ~Copyable {
         var seg = m.pointee.withFree
         while let h = seg {
             seg = h.pointee.next
-            if h.pointee.freeMask == Segment.allSlicesFree {
+            if h.pointee.freeMask == Segment.allSlicesFree && Variant.unmapsEmptySegments {
                 let base = RawPointer(h) - Segment.headerOffset
                 unlink(m, h)
                 m.pointee.emptySegments -= 1

@@ -74,6 +74,18 @@ enum SizeClass {
         return max(Tuning.depotMinMagazines, min(Tuning.depotMaxMagazines, Tuning.depotMaxBytesPerClass / bytes))
     }
 
+    /// Blocks per batch of the simple variant: half its anti-hoarding
+    /// threshold (the seed's 4096 blocks, fewer for large classes).
+    static func computedSimpleBatch(_ c: Int) -> Int {
+        let threshold = max(8, min(Tuning.simpleThresholdBlocks, Tuning.simpleThresholdBytes / computedBlockSize(c)))
+        return threshold / 2
+    }
+
+    /// Complete batches the simple variant's global pool of class `c` keeps.
+    static func computedSimplePoolLimit(_ c: Int) -> Int {
+        max(2, Tuning.simplePoolMaxBytesPerClass / (computedBlockSize(c) * computedSimpleBatch(c)))
+    }
+
     /// Smallest class at or above `c` whose block size is a multiple of
     /// `alignment` (a power of two <= 64 KiB). Always exists: powers of two are classes.
     static func alignedIndex(from c: Int, alignment: Int) -> Int {
@@ -90,4 +102,6 @@ struct ClassInfo {
     var blocksPerPage: Int
     var magazineCapacity: Int
     var depotLimit: Int
+    var simpleBatch: Int
+    var simplePoolLimit: Int
 }

@@ -3,8 +3,9 @@
 // Layout (carved from the metadata arena, `bytes` long):
 //
 //   +0      hot[SizeClass.count]   CacheEntry, 16 bytes: what the fast paths touch
-//   +768    cold[SizeClass.count]  16 bytes each: the caching policy's own state
-//   +1536   nextFree               link on the registry's free list
+//   +768    cold[SizeClass.count]  32 bytes each: the caching policy's own state
+//   +2304   ThreadStats            per-thread counters (metrics variant only)
+//   +3072   nextFree               link on the registry's free list
 //
 // The thread's TLS slot points at its cache. A thread that has no cache
 // (new, or torn down) points at `aeth_empty_cache`: all zero, so every entry
@@ -36,8 +37,10 @@ enum ThreadState {
 enum ThreadCache {
     static let hotOffset = 0
     static let coldOffset = 768
-    static let nextFreeOffset = 1536
-    static let bytes = 1600
+    static let coldStride = 32
+    static let statsOffset = 2304
+    static let nextFreeOffset = 3072
+    static let bytes = 3136
 
     @inline(__always) static var current: RawPointer { aeth_tls_cache_get().unsafelyUnwrapped }
 
@@ -47,7 +50,7 @@ enum ThreadCache {
     }
     @inline(__always)
     static func cold<T>(_ tc: RawPointer, _ c: Int, as: T.Type) -> UnsafeMutablePointer<T> {
-        (tc + (coldOffset &+ c &* 16)).assumingMemoryBound(to: T.self)
+        (tc + (coldOffset &+ c &* coldStride)).assumingMemoryBound(to: T.self)
     }
 
     // ---- slow paths shared by every policy -----------------------------------
@@ -55,28 +58,30 @@ enum ThreadCache {
     /// A block of class `c` when the fast path found the cache empty.
     @inline(never)
     static func allocate(_ c: Int) -> RawPointer? {
-        switch aeth_tls_state_get() {
-        case ThreadState.live:
-            return Variant.Cache.refill(current, c)
-        case ThreadState.new:
-            if attach() { return Variant.Cache.refill(current, c) }
-            return allocateDirect(c)
-        default:
-            return allocateDirect(c)
+        if aeth_tls_state_get() == ThreadState.new { _ = attach() }
+        if aeth_tls_state_get() == ThreadState.live {
+            let tc = current
+            let p = Variant.Cache.refill(tc, c)
+            if p != nil { Stats.allocated(tc, c) }
+            return p
         }
+        let p = allocateDirect(c)
+        if p != nil { Stats.uncachedAllocated(c) }
+        return p
     }
 
     /// Takes block `p` of class `c` when the fast path found the cache full.
     @inline(never)
     static func deallocate(_ p: RawPointer, _ c: Int) {
-        switch aeth_tls_state_get() {
-        case ThreadState.live:
-            Variant.Cache.flush(current, c, p)
-        case ThreadState.new:
-            if attach() { Variant.Cache.flush(current, c, p) } else { deallocateDirect(p, c) }
-        default:
-            deallocateDirect(p, c)
+        if aeth_tls_state_get() == ThreadState.new { _ = attach() }
+        if aeth_tls_state_get() == ThreadState.live {
+            let tc = current
+            Variant.Cache.flush(tc, c, p)
+            Stats.freed(tc, c)
+            return
         }
+        deallocateDirect(p, c)
+        Stats.uncachedFreed(c)
     }
 
     /// One block straight from the pages, bypassing any cache.
@@ -111,6 +116,7 @@ enum ThreadCache {
         aeth_tls_state_set(ThreadState.tornDown)
         Variant.Cache.flushAll(tc)
         Stats.threadExit(tc)
+        aeth_memset(tc, 0, ThreadCache.bytes)
         ThreadCacheRegistry.recycle(tc)
     }
 }
@@ -161,4 +167,6 @@ protocol CachePolicy {
     static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer)
     /// Returns everything cache `tc` holds (thread exit, malloc_trim).
     static func flushAll(_ tc: RawPointer)
+    /// Returns class `c`'s process-wide store (depot, pool) to the pages.
+    static func drainGlobal(_ c: Int)
 }

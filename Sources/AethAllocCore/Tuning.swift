@@ -38,6 +38,17 @@ enum Tuning {
     static let depotMinMagazines = 4
     static let depotMaxMagazines = 256
 
+    // ---- simple variant ----------------------------------------------------
+    /// A thread's list of a class holds at most this many blocks (the seed's
+    /// threshold) and at most this many bytes; half moves to the pool.
+    static let simpleThresholdBlocks = 4096
+    static let simpleThresholdBytes = 256 * 1024
+    static let simplePoolMaxBytesPerClass = 8 * 1024 * 1024
+
+    // ---- metrics -----------------------------------------------------------
+    /// Per-thread counters reach the process totals every this many refills.
+    static let statsFlushRefills: UInt64 = 64
+
     // ---- pages and segments ----------------------------------------------
     /// A page holds at least this many blocks where the class allows it.
     static let minBlocksPerPage = 4

@@ -41,6 +41,10 @@ _Noreturn void aeth_abort(void) { abort(); }
  * everything that happens earlier. */
 __attribute__((constructor)) static void aeth_constructor(void) { aethalloc_process_init(); }
 
+/* Runs at exit from .fini_array, not through atexit (which may allocate
+ * under a libc lock). Prints the AETHALLOC_STATS=1 summary. */
+__attribute__((destructor)) static void aeth_destructor(void) { aethalloc_process_exit(); }
+
 void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes) {
     void *q = mremap(p, old_bytes, new_bytes, 0);
     return q == MAP_FAILED ? NULL : q;

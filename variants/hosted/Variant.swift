@@ -1,13 +1,10 @@
-// Variant.swift for the hosted build: the core in normal Swift, for the
-// white-box tests. It uses the default variant's seams.
-//
-// Every seam of the core is decided here, as constants and type aliases;
-// the core reads each seam in one place:
-//   - `Cache`: the caching policy (ThreadCache.swift, `CachePolicy`)
-//   - `name`: what aethalloc_variant() returns
+// Variant.swift for the hosted build: the core in normal Swift for the
+// white-box tests. It takes the default variant's seams, with statistics on
+// so the counters are exercised too. See variants/magazine/Variant.swift.
 
 enum Variant {
-    static let name: StaticString = "magazine"
-    /// Per-thread loaded/previous magazines and a lock-free depot per class.
+    static let name: StaticString = "hosted"
     typealias Cache = MagazineCache
+    static let statsEnabled = true
+    static let unmapsEmptySegments = true
 }

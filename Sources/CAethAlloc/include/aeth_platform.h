@@ -144,5 +144,6 @@ AETH_HIDDEN void aethalloc_fork_prepare(void);
 AETH_HIDDEN void aethalloc_fork_parent(void);
 AETH_HIDDEN void aethalloc_fork_child(void);
 AETH_HIDDEN void aethalloc_process_init(void);
+AETH_HIDDEN void aethalloc_process_exit(void);
 
 #endif /* AETH_PLATFORM_H */

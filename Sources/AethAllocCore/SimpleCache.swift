@@ -1,0 +1,185 @@
+// SimpleCache.swift: the simple caching policy (libaethalloc-simple.so).
+//
+// Per thread and class, a singly linked free list threaded through the
+// blocks' first word, in two halves of B blocks each (B = half the
+// anti-hoarding threshold, SizeClass.computedSimpleBatch):
+//
+//   hot    head -> ... -> tail       the fast paths push and pop here (<= B)
+//   spare  a complete batch of B     head and tail known
+//
+// When the thread holds the threshold (hot full and a spare), the spare
+// batch moves to the class's global pool in one CAS: its head and tail are
+// known, nothing is walked. Refills take the spare or pop one batch from the
+// pool, also in one CAS. The pool is a TaggedStack of batches (ABA-safe by
+// its tag), linked through each batch head's second word; a batch carries its
+// tail in its second block's second word (B >= 2). Blocks are at least 16
+// bytes, so both words exist.
+//
+// The hot list's tail is known because the fast path never pushes onto an
+// empty list (the push test `count - 1 < capacity - 1` fails for count 0): the
+// slow path does, and records the tail. A pop that empties the list
+// invalidates the tail, and the next push is again a slow one.
+
+struct SimpleLists {
+    var tail: RawPointer?
+    var spareHead: RawPointer?
+    var spareTail: RawPointer?
+}
+
+enum SimpleCache: CachePolicy {
+    // Fast-path budget (x86-64, after inlining into malloc/free):
+    //   pop:  load count, test, load head, load head.next, 2 stores
+    //   push: load count, load capacity, one unsigned compare, load head, 3 stores
+    @inline(__always)
+    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer? {
+        let n = e.pointee.count
+        if n == 0 { return nil }
+        let p = e.pointee.items.unsafelyUnwrapped
+        e.pointee.items = p.load(as: RawPointer?.self)
+        e.pointee.count = n &- 1
+        return p
+    }
+
+    @inline(__always)
+    static func push(_ e: UnsafeMutablePointer<CacheEntry>, _ p: RawPointer) -> Bool {
+        let n = e.pointee.count
+        if UInt32(bitPattern: n &- 1) >= UInt32(bitPattern: e.pointee.capacity &- 1) { return false }
+        p.storeBytes(of: e.pointee.items, as: RawPointer?.self)
+        e.pointee.items = p
+        e.pointee.count = n &+ 1
+        return true
+    }
+
+    static func refill(_ tc: RawPointer, _ c: Int) -> RawPointer? {
+        let hot = ThreadCache.hot(tc, c)
+        let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+        let batch = Globals.classInfo(c).pointee.simpleBatch
+        if let spare = lists.pointee.spareHead {
+            setHot(c, hot, head: spare, count: batch)
+            lists.pointee.tail = lists.pointee.spareTail
+            lists.pointee.spareHead = nil
+            lists.pointee.spareTail = nil
+            Stats.cacheMiss(tc, c, refilledFrom: .swap)
+        } else if let head = GlobalPool.pop(c) {
+            setHot(c, hot, head: head, count: batch)
+            lists.pointee.tail = GlobalPool.tail(ofBatch: head)
+            Stats.cacheMiss(tc, c, refilledFrom: .depot)
+        } else {
+            // From the pages, in chunks, linked as they come.
+            var buffer: (RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+                         RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+                         RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+                         RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?) =
+                (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+                 nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
+            // Fill half a batch: enough to amortise the lock, little to hoard.
+            let want = max(1, min(batch / 2, 256))
+            var head: RawPointer? = nil
+            var tail: RawPointer? = nil
+            var got = 0
+            withUnsafeMutableBytes(of: &buffer) { raw in
+                let slots = raw.baseAddress!.assumingMemoryBound(to: RawPointer?.self)
+                while got < want {
+                    let n = Central.fill(c, into: slots, max: min(32, want - got))
+                    if n == 0 { break }
+                    for i in 0..<n {
+                        let b = slots[i]!
+                        b.storeBytes(of: head, as: RawPointer?.self)
+                        if head == nil { tail = b }
+                        head = b
+                    }
+                    got += n
+                }
+            }
+            if got == 0 { return nil }
+            setHot(c, hot, head: head, count: got)
+            lists.pointee.tail = tail
+            Stats.cacheMiss(tc, c, refilledFrom: .pages)
+        }
+        return pop(hot)
+    }
+
+    static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer) {
+        let hot = ThreadCache.hot(tc, c)
+        let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+        let batch = Globals.classInfo(c).pointee.simpleBatch
+        if hot.pointee.count != 0 {
+            // Hot is full: it becomes the spare; an older spare goes to the pool.
+            if let spare = lists.pointee.spareHead {
+                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch)
+            }
+            lists.pointee.spareHead = hot.pointee.items
+            lists.pointee.spareTail = lists.pointee.tail
+        }
+        // Start a new hot list with p as its tail.
+        p.storeBytes(of: nil, as: RawPointer?.self)
+        setHot(c, hot, head: p, count: 1)
+        lists.pointee.tail = p
+    }
+
+    static func flushAll(_ tc: RawPointer) {
+        for c in 0..<SizeClass.count {
+            let hot = ThreadCache.hot(tc, c)
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            let batch = Globals.classInfo(c).pointee.simpleBatch
+            if let spare = lists.pointee.spareHead {
+                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch)
+            }
+            let n = Int(hot.pointee.count)
+            if n == batch {
+                GlobalPool.push(c, head: hot.pointee.items!, tail: lists.pointee.tail!, count: batch)
+            } else if n > 0 {
+                Central.drainList(c, head: hot.pointee.items, count: n)
+            }
+            lists.pointee = SimpleLists(tail: nil, spareHead: nil, spareTail: nil)
+            hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
+        }
+    }
+
+    static func drainGlobal(_ c: Int) { GlobalPool.drainAll(c) }
+
+    @inline(__always)
+    private static func setHot(_ c: Int, _ hot: UnsafeMutablePointer<CacheEntry>, head: RawPointer?, count: Int) {
+        hot.pointee = CacheEntry(
+            items: head, count: Int32(truncatingIfNeeded: count),
+            capacity: Int32(truncatingIfNeeded: Globals.classInfo(c).pointee.simpleBatch))
+    }
+}
+
+/// The simple variant's per-class global pools of complete batches, kept in
+/// the same per-class slot as the magazine variant's depot (one policy is
+/// compiled in per variant).
+enum GlobalPool {
+    /// Batches link through the head block's second word.
+    static let linkOffset = 8
+
+    static func push(_ c: Int, head: RawPointer, tail: RawPointer, count: Int) {
+        let stack = Globals.depot(c)
+        if stack.pointee.full.approximateCount() >= Globals.classInfo(c).pointee.simplePoolLimit {
+            // Pool at its limit: the batch goes back to its pages.
+            Central.drainList(c, head: head, count: count)
+            return
+        }
+        // The batch's tail rides in its second block's second word.
+        let second = head.load(as: RawPointer?.self)!
+        second.storeBytes(of: tail, toByteOffset: 8, as: RawPointer?.self)
+        stack.pointee.full.push(head, linkOffset: linkOffset)
+        Stats.depotTransfer()
+    }
+
+    static func pop(_ c: Int) -> RawPointer? {
+        guard let head = Globals.depot(c).pointee.full.pop(linkOffset: linkOffset) else { return nil }
+        Stats.depotTransfer()
+        return head
+    }
+
+    static func tail(ofBatch head: RawPointer) -> RawPointer? {
+        head.load(as: RawPointer?.self)!.load(fromByteOffset: 8, as: RawPointer?.self)
+    }
+
+    /// Every pooled batch of class `c` back to the pages (malloc_trim).
+    static func drainAll(_ c: Int) {
+        let batch = Globals.classInfo(c).pointee.simpleBatch
+        while let head = pop(c) { Central.drainList(c, head: head, count: batch) }
+    }
+}
