@@ -54,14 +54,19 @@ enum Allocator {
     /// The cache had nothing for class `c`. Before the thread's first
     /// allocation the size table may not be filled yet, so the class is
     /// computed again once the process is initialised.
+    /// A successful allocation leaves errno as it was (a futex wait on a
+    /// contended lock may set it).
     @inline(never)
     static func allocateSlow(_ n: UInt, _ c: Int) -> RawPointer? {
+        let saved = OS.errno
         var c = c
         if aeth_tls_state_get() != ThreadState.live {
             Runtime.ensureInitialized()
             c = SizeClass.index(of: Int(bitPattern: n))
         }
-        return ThreadCache.allocate(c) ?? outOfMemory()
+        guard let p = ThreadCache.allocate(c) else { return outOfMemory() }
+        OS.errno = saved
+        return p
     }
 
     /// A block of class `c` (used by the aligned path).
@@ -175,7 +180,7 @@ enum Allocator {
             // Stay put unless the block would be more than half empty.
             if size <= usable && (size > usable / 2 || usable <= 32) { return p }
         case .large(let base):
-            usable = Large.usableSize(p, base: base)
+            usable = Large.usableSize(p, base: base, operation: "realloc")
             if size > Tuning.maxSmallBytes {
                 let saved = OS.errno
                 if let q = Large.reallocate(p, base: base, size: size) {
@@ -215,7 +220,7 @@ enum Allocator {
         guard let p else { return 0 }
         switch classify(p, operation: "malloc_usable_size") {
         case .small(let c): return UInt(Globals.classInfo(c).pointee.blockSize)
-        case .large(let base): return UInt(Large.usableSize(p, base: base))
+        case .large(let base): return UInt(Large.usableSize(p, base: base, operation: "malloc_usable_size"))
         }
     }
 

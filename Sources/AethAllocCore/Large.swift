@@ -128,8 +128,8 @@ enum Large {
     }
 
     /// Usable bytes of large block `p`.
-    static func usableSize(_ p: RawPointer, base: RawPointer) -> Int {
-        validate(p, base: base, operation: "malloc_usable_size")
+    static func usableSize(_ p: RawPointer, base: RawPointer, operation: StaticString) -> Int {
+        validate(p, base: base, operation: operation)
         let h = header(base).pointee
         return h.mappedBytes - h.userOffset
     }

@@ -1,6 +1,7 @@
 // White-box tests of pages, segments, magazines, the depot, the large path
 // and the allocator's entry points, on the core compiled in normal Swift.
 // Each test checks the structures' invariants after its steps.
+import CAethAlloc
 import Foundation
 import Synchronization
 import Testing
@@ -286,5 +287,42 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         }.start()
         done.wait()
         #expect(reused > 1000)
+    }
+}
+
+/// The hosted build compiles statistics in (variants/hosted/Variant.swift),
+/// so the counters behind the metrics variant are checked here.
+@Suite struct StatsTests {
+    init() { Runtime.ensureInitialized() }
+
+    @Test func countersFollowAllocationsOnAThread() throws {
+        let done = DispatchSemaphore(value: 0)
+        var before = MetricsSnapshot()
+        var after = MetricsSnapshot()
+        var afterFree = MetricsSnapshot()
+        // A thread of our own, so its cache and counters are fresh.
+        Thread {
+            before = MetricsSnapshot.take()
+            var blocks: [UnsafeMutableRawPointer] = []
+            for i in 0..<5000 { blocks.append(Allocator.allocate(UInt(16 + i % 900))!) }
+            let big = Allocator.allocate(1 << 20)!
+            after = MetricsSnapshot.take()
+            blocks.forEach { Allocator.deallocate($0) }
+            Allocator.deallocate(big)
+            afterFree = MetricsSnapshot.take()
+            done.signal()
+        }.start()
+        done.wait()
+        // Other tests allocate concurrently, so compare at least what we did.
+        #expect(after.allocs - before.allocs >= 5001)
+        #expect(after.directAllocs - before.directAllocs >= 1)
+        #expect(after.cacheMisses > before.cacheMisses)
+        #expect(after.cacheHits - before.cacheHits >= 4000, "most small allocations hit the cache")
+        #expect(afterFree.frees - after.frees >= 5001)
+        #expect(after.peakBytesInUse >= after.bytesInUse)
+        #expect(after.bytesMapped > 0)
+        let ext = after.asExt()
+        #expect(ext.version == UInt32(AETHALLOC_METRICS_VERSION) && ext.enabled == 1)
+        #expect(Int(ext.class_count) == SizeClass.count)
     }
 }

@@ -1,0 +1,62 @@
+/* misuse.c: deliberate misuse that AethAlloc detects. Run as
+ *   misuse <case>
+ * Each case prints the pointer it misuses as "ptr=0x..." on stdout (flushed),
+ * then commits the misuse. Under AethAlloc the process must die by SIGABRT
+ * with one line on stderr naming the pointer and the misuse; the test
+ * harness checks both. Reaching the end prints "survived" and exits 3. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <malloc.h>
+
+/* The misuse is the point; keep the compiler quiet about it. */
+#pragma GCC diagnostic ignored "-Wfree-nonheap-object"
+#pragma GCC diagnostic ignored "-Wuse-after-free"
+
+static void show(void *p) {
+    printf("ptr=%p\n", p);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: misuse CASE\n"); return 2; }
+    const char *c = argv[1];
+    if (!strcmp(c, "foreign")) {
+        /* Memory the allocator never mapped. */
+        char *m = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        show(m + 64);
+        free(m + 64);
+    } else if (!strcmp(c, "stack")) {
+        char local[64];
+        show(local);
+        free(local);
+    } else if (!strcmp(c, "misaligned")) {
+        char *p = malloc(64);
+        show(p + 8);
+        free(p + 8);
+    } else if (!strcmp(c, "large-interior")) {
+        char *p = malloc(1 << 20);
+        show(p + 4096);
+        free(p + 4096);
+    } else if (!strcmp(c, "large-double-free")) {
+        char *p = malloc(1 << 20);
+        free(p);
+        show(p);
+        free(p);
+    } else if (!strcmp(c, "large-realloc-after-free")) {
+        char *p = malloc(1 << 20);
+        free(p);
+        show(p);
+        p = realloc(p, 2 << 20);
+    } else if (!strcmp(c, "usable-size-foreign")) {
+        char *m = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        show(m);
+        printf("%zu\n", malloc_usable_size(m));
+    } else {
+        fprintf(stderr, "unknown case %s\n", c);
+        return 2;
+    }
+    printf("survived\n");
+    return 3;
+}
