@@ -29,6 +29,8 @@ struct ProcessState: ~Copyable {
     var threadKey: Int32
     var constructorRan: Bool
     var printStatsAtExit: Bool
+    /// Options.purgeDelayMs.
+    var purgeDelayMs: Int
 }
 
 enum Globals {

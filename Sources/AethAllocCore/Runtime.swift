@@ -25,6 +25,7 @@ enum Runtime {
         if state.pointee.initState.compareExchange(expected: uninitialized, desired: initializing, ordering: .acquiring).exchanged {
             Globals.checkLayout()
             fillClassTables()
+            Options.load()
             let key = aeth_thread_key_create()
             if key < 0 { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key

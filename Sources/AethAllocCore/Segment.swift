@@ -177,17 +177,22 @@ struct SegmentManager: ~Copyable {
         let run: UInt64 = ((slices >= 64) ? ~0 : (UInt64(1) << UInt64(slices)) - 1) << UInt64(slice)
         h.pointee.freeMask |= run
         h.pointee.dirtyMask |= run
+        if Options.purgeDelayMs == 0 { purgeSegment(h) }
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
-            if Variant.unmapsEmptySegments && m.pointee.emptySegments >= Tuning.cachedEmptySegments {
+            // A wholly free segment beyond the one kept warm goes back to the
+            // OS now: unmapped, or purged where the variant keeps segments mapped.
+            if m.pointee.emptySegments >= Tuning.cachedEmptySegments && Variant.unmapsEmptySegments {
                 unlink(m, h)
                 Segment.mapClear(base)
                 m.pointee.segmentCount -= 1
                 Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
                 OS.unmap(base, bytes: Tuning.segmentBytes)
-            } else {
-                m.pointee.emptySegments += 1
+                maybePurge(m)
+                return
             }
+            if m.pointee.emptySegments >= Tuning.cachedEmptySegments { purgeSegment(h) }
+            m.pointee.emptySegments += 1
         }
         maybePurge(m)
     }
@@ -228,8 +233,10 @@ struct SegmentManager: ~Copyable {
     // ---- internals (lock held) ---------------------------------------------
 
     private static func maybePurge(_ m: UnsafeMutablePointer<SegmentManager>) {
+        let delay = Options.purgeDelayMs
+        if delay <= 0 { return }  // at once (done by the caller), or only on malloc_trim
         let now = OS.nowMs()
-        if now &- m.pointee.lastPurgeMs >= Tuning.purgeDelayMs {
+        if now &- m.pointee.lastPurgeMs >= UInt64(delay) {
             m.pointee.lastPurgeMs = now
             _ = purge(m)
         }
@@ -239,18 +246,26 @@ struct SegmentManager: ~Copyable {
         var purged = 0
         var seg = m.pointee.withFree
         while let h = seg {
-            var dirty = h.pointee.dirtyMask
-            let base = RawPointer(h) - Segment.headerOffset
-            while dirty != 0 {
-                let first = dirty.trailingZeroBitCount
-                let len = (~(dirty >> UInt64(first))).trailingZeroBitCount
-                OS.purge(base + first * Tuning.sliceBytes, bytes: len * Tuning.sliceBytes)
-                purged += len * Tuning.sliceBytes
-                dirty &= ~(((len >= 64) ? ~0 : (UInt64(1) << UInt64(len)) - 1) << UInt64(first))
-            }
-            h.pointee.dirtyMask = 0
+            purged += purgeSegment(h)
             seg = h.pointee.next
         }
+        return purged
+    }
+
+    /// Purges one segment's dirty free slices, in runs. Returns the bytes.
+    @discardableResult
+    private static func purgeSegment(_ h: UnsafeMutablePointer<SegmentHeader>) -> Int {
+        var purged = 0
+        var dirty = h.pointee.dirtyMask
+        let base = RawPointer(h) - Segment.headerOffset
+        while dirty != 0 {
+            let first = dirty.trailingZeroBitCount
+            let len = (~(dirty >> UInt64(first))).trailingZeroBitCount
+            OS.purge(base + first * Tuning.sliceBytes, bytes: len * Tuning.sliceBytes)
+            purged += len * Tuning.sliceBytes
+            dirty &= ~(((len >= 64) ? ~0 : (UInt64(1) << UInt64(len)) - 1) << UInt64(first))
+        }
+        h.pointee.dirtyMask = 0
         if purged > 0 { Stats.purged(bytes: purged) }
         return purged
     }

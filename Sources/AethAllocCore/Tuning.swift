@@ -43,7 +43,7 @@ enum Tuning {
     /// threshold) and at most this many bytes; half moves to the pool.
     static let simpleThresholdBlocks = 4096
     static let simpleThresholdBytes = 256 * 1024
-    static let simplePoolMaxBytesPerClass = 8 * 1024 * 1024
+    static let simplePoolMaxBytesPerClass = 2 * 1024 * 1024
 
     // ---- metrics -----------------------------------------------------------
     /// Per-thread counters reach the process totals every this many refills.
@@ -55,8 +55,9 @@ enum Tuning {
     /// A page wastes at most 1/`pageWasteDivisor` of its bytes to rounding.
     static let pageWasteDivisor = 16
     /// Free slices that were used stay committed for this long before
-    /// madvise(MADV_DONTNEED) returns them to the OS.
-    static let purgeDelayMs: UInt64 = 50
+    /// madvise(MADV_DONTNEED) returns them to the OS (0: at once). Overridden
+    /// by AETHALLOC_PURGE_DELAY_MS (Options.swift).
+    static let defaultPurgeDelayMs = 0
     /// Wholly free segments kept mapped for reuse.
     static let cachedEmptySegments = 1
 

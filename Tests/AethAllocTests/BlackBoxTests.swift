@@ -21,6 +21,10 @@ enum BBProgram: String, CaseIterable, Sendable, Codable, CustomTestStringConvert
     case initEarly = "init_early"
     /// dlopen/dlsym/dlerror (which allocate) early and in threads.
     case initDlsym = "init_dlsym"
+    /// The metrics API: counters follow the program (metrics variant), zeros elsewhere.
+    case metrics
+    /// Producer/consumer handoff of 64-byte blocks; RSS falls once all is freed.
+    case handoff
 
     var testDescription: String { rawValue }
 

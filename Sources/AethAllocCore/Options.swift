@@ -1,0 +1,38 @@
+// Options.swift: run-time options, read from the environment once, at
+// initialisation (getenv does not allocate). Their documentation is in the
+// README's "Tuning" section; defaults live in Tuning.swift.
+//
+//   AETHALLOC_PURGE_DELAY_MS   how long freed pages stay committed before
+//                              madvise(MADV_DONTNEED) gives them back:
+//                              0 = at once (default), N = on the first
+//                              allocator slow path N ms later, -1 = only on
+//                              malloc_trim
+//   AETHALLOC_STATS=1          print the metrics summary at exit (metrics variant)
+import CAethAlloc
+
+enum Options {
+    @inline(__always) static var purgeDelayMs: Int { Globals.process.pointee.purgeDelayMs }
+
+    /// Reads the environment into ProcessState (during initialisation).
+    static func load() {
+        let state = Globals.process
+        state.pointee.purgeDelayMs = integer("AETHALLOC_PURGE_DELAY_MS") ?? Tuning.defaultPurgeDelayMs
+    }
+
+    /// A decimal integer variable, optionally negative; nil if unset or malformed.
+    static func integer(_ name: StaticString) -> Int? {
+        guard let raw = aeth_getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self)) else { return nil }
+        var p = UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self)
+        var negative = false
+        if p.pointee == 0x2D { negative = true; p += 1 }
+        var value = 0
+        var digits = 0
+        while p.pointee >= 0x30 && p.pointee <= 0x39 && digits < 12 {
+            value = value * 10 + Int(p.pointee - 0x30)
+            p += 1
+            digits += 1
+        }
+        if digits == 0 || p.pointee != 0 { return nil }
+        return negative ? -value : value
+    }
+}
