@@ -68,7 +68,9 @@ let package = Package(
         variant("AethAllocSimple", dir: "simple"),
         variant("AethAllocMetrics", dir: "metrics"),
         // The `aethalloc` command: run, A/B compare, bench, stat.
-        .executableTarget(name: "AethAllocTool", path: "Sources/aethalloc"),
+        .executableTarget(name: "AethAllocTool", dependencies: ["AethAllocToolCore"], path: "Sources/aethalloc"),
+        .target(name: "AethAllocToolCore", path: "Sources/AethAllocToolCore"),
+        .testTarget(name: "AethAllocToolTests", dependencies: ["AethAllocToolCore"], path: "Tests/AethAllocToolTests"),
         // The same core in normal Swift, for white-box tests.
         .target(
             name: "AethAllocHosted", dependencies: ["CAethAlloc"], path: "variants/hosted",

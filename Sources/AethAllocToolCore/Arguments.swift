@@ -1,0 +1,236 @@
+import Foundation
+
+/// `aethalloc-cli run`.
+public struct RunOptions: Equatable, Sendable {
+    public var variant = Catalog.defaultVariant
+    public var command: [String] = []
+    public init() {}
+}
+
+/// `aethalloc-cli ab`.
+public struct ABOptions: Equatable, Sendable {
+    /// nil: the default set.
+    public var allocators: [String]?
+    public var runs = 5
+    public var warmup = 1
+    public var json = false
+    public var checkStdout = true
+    public var timeout: Double?
+    public var command: [String] = []
+    public init() {}
+}
+
+/// `aethalloc-cli bench`.
+public struct BenchOptions: Equatable, Sendable {
+    public var quick = false
+    public var only: [String]?
+    public var allocators: [String]?
+    public var runs = 3
+    /// nil: 1,2,4,8, or 2 with --quick.
+    public var threads: [Int]?
+    public var out: String?
+    public var reportOnly: String?
+    /// Where the bench sources are; nil: <package>/benches.
+    public var benchDir: String?
+    public var timeout: Double = 600
+    public init() {}
+
+    public var effectiveThreads: [Int] { threads ?? (quick ? [2] : [1, 2, 4, 8]) }
+}
+
+public enum Command: Equatable, Sendable {
+    /// Help, in general or on one command.
+    case help(String?)
+    case run(RunOptions)
+    case ab(ABOptions)
+    case bench(BenchOptions)
+}
+
+/// Bad usage: reported in one line, exit status 2.
+public struct UsageError: Error, Equatable {
+    public var message: String
+    /// The command whose help to point at.
+    public var command: String?
+
+    public init(_ message: String, command: String? = nil) {
+        self.message = message
+        self.command = command
+    }
+
+    public var line: String {
+        let prefix = command.map { "aethalloc-cli \($0): " } ?? "aethalloc-cli: "
+        let hint = command.map { "see 'aethalloc-cli \($0) --help'" } ?? "see 'aethalloc-cli help'"
+        return prefix + message + "; " + hint
+    }
+}
+
+public enum Arguments {
+    public static let commands = ["run", "ab", "bench", "help"]
+
+    /// Parses the arguments after the program name.
+    public static func parse(_ args: [String]) throws(UsageError) -> Command {
+        guard let first = args.first else { return .help(nil) }
+        let rest = Array(args.dropFirst())
+        switch first {
+        case "help", "--help", "-h":
+            guard let topic = rest.first else { return .help(nil) }
+            guard ["run", "ab", "bench"].contains(topic) else { throw UsageError("no help on '\(topic)': unknown command") }
+            return .help(topic)
+        case "run": return try parseRun(rest)
+        case "ab": return try parseAB(rest)
+        case "bench": return try parseBench(rest)
+        default:
+            if first.hasPrefix("-") { throw UsageError("unknown option '\(first)'") }
+            throw UsageError("unknown command '\(first)' (commands: run, ab, bench, help)")
+        }
+    }
+
+    /// Walks options; stops at `--` or at the first non-option argument.
+    struct Scanner {
+        let command: String
+        var args: [String]
+        var index = 0
+
+        /// The next option name and its inline value (`--x=v`), or nil when
+        /// the options end. `trailing` collects what follows.
+        mutating func nextOption(trailing: inout [String]?) -> (name: String, inline: String?)? {
+            guard index < args.count else { return nil }
+            let a = args[index]
+            if a == "--" {
+                trailing = Array(args[(index + 1)...])
+                index = args.count
+                return nil
+            }
+            if !a.hasPrefix("-") || a == "-" {
+                trailing = Array(args[index...])
+                index = args.count
+                return nil
+            }
+            index += 1
+            if a.hasPrefix("--"), let eq = a.firstIndex(of: "=") {
+                return (String(a[..<eq]), String(a[a.index(after: eq)...]))
+            }
+            return (a, nil)
+        }
+
+        mutating func value(_ opt: (name: String, inline: String?)) throws(UsageError) -> String {
+            if let v = opt.inline { return v }
+            guard index < args.count else { throw UsageError("option \(opt.name) needs a value", command: command) }
+            index += 1
+            return args[index - 1]
+        }
+
+        func noValue(_ opt: (name: String, inline: String?)) throws(UsageError) {
+            if opt.inline != nil { throw UsageError("option \(opt.name) takes no value", command: command) }
+        }
+    }
+
+    static func isHelp(_ name: String) -> Bool { name == "--help" || name == "-h" }
+
+    static func positiveInt(_ s: String, option: String, command: String, max: Int = 1_000_000) throws(UsageError) -> Int {
+        guard let n = Int(s), n >= 1, n <= max else {
+            throw UsageError("\(option) wants a whole number from 1 to \(max), not '\(s)'", command: command)
+        }
+        return n
+    }
+
+    static func seconds(_ s: String, option: String, command: String) throws(UsageError) -> Double {
+        guard let n = Double(s), n >= 0, n.isFinite else {
+            throw UsageError("\(option) wants a number of seconds, not '\(s)'", command: command)
+        }
+        return n
+    }
+
+    static func list(_ s: String, option: String, command: String) throws(UsageError) -> [String] {
+        let items = s.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !items.isEmpty, !items.contains(where: \.isEmpty) else {
+            throw UsageError("\(option) wants a comma-separated list, not '\(s)'", command: command)
+        }
+        var seen: [String] = []
+        for i in items where !seen.contains(i) { seen.append(i) }
+        return seen
+    }
+
+    static func allocatorList(_ s: String, command: String) throws(UsageError) -> [String] {
+        let names = try list(s, option: "--with", command: command)
+        for n in names where !Catalog.all.contains(n) && !Catalog.isLibraryPath(n) {
+            throw UsageError("unknown allocator '\(n)' (known: \(Catalog.all.joined(separator: ", ")), or a path to a .so)", command: command)
+        }
+        return names
+    }
+
+    static func parseRun(_ args: [String]) throws(UsageError) -> Command {
+        var o = RunOptions()
+        var s = Scanner(command: "run", args: args)
+        var trailing: [String]?
+        while let opt = s.nextOption(trailing: &trailing) {
+            switch opt.name {
+            case _ where isHelp(opt.name): return .help("run")
+            case "--variant":
+                let v = try s.value(opt)
+                guard Catalog.variants.contains(v) else {
+                    throw UsageError("unknown variant '\(v)' (variants: \(Catalog.variants.joined(separator: ", ")))", command: "run")
+                }
+                o.variant = v
+            default: throw UsageError("unknown option '\(opt.name)'", command: "run")
+            }
+        }
+        o.command = trailing ?? []
+        if o.command.isEmpty { throw UsageError("no command to run", command: "run") }
+        return .run(o)
+    }
+
+    static func parseAB(_ args: [String]) throws(UsageError) -> Command {
+        var o = ABOptions()
+        var s = Scanner(command: "ab", args: args)
+        var trailing: [String]?
+        while let opt = s.nextOption(trailing: &trailing) {
+            switch opt.name {
+            case _ where isHelp(opt.name): return .help("ab")
+            case "--with": o.allocators = try allocatorList(s.value(opt), command: "ab")
+            case "--runs": o.runs = try positiveInt(s.value(opt), option: "--runs", command: "ab")
+            case "--warmup":
+                let v = try s.value(opt)
+                o.warmup = v == "0" ? 0 : try positiveInt(v, option: "--warmup", command: "ab", max: 100)
+            case "--json": try s.noValue(opt); o.json = true
+            case "--ignore-stdout": try s.noValue(opt); o.checkStdout = false
+            case "--timeout": o.timeout = try seconds(s.value(opt), option: "--timeout", command: "ab")
+            default: throw UsageError("unknown option '\(opt.name)'", command: "ab")
+            }
+        }
+        o.command = trailing ?? []
+        if o.command.isEmpty { throw UsageError("no command to compare", command: "ab") }
+        return .ab(o)
+    }
+
+    static func parseBench(_ args: [String]) throws(UsageError) -> Command {
+        var o = BenchOptions()
+        var s = Scanner(command: "bench", args: args)
+        var trailing: [String]?
+        while let opt = s.nextOption(trailing: &trailing) {
+            switch opt.name {
+            case _ where isHelp(opt.name): return .help("bench")
+            case "--quick": try s.noValue(opt); o.quick = true
+            case "--only": o.only = try list(s.value(opt), option: "--only", command: "bench")
+            case "--with": o.allocators = try allocatorList(s.value(opt), command: "bench")
+            case "--runs":
+                o.runs = try positiveInt(s.value(opt), option: "--runs", command: "bench")
+            case "--threads":
+                var ts: [Int] = []
+                for t in try list(s.value(opt), option: "--threads", command: "bench") {
+                    ts.append(try positiveInt(t, option: "--threads", command: "bench", max: 4096))
+                }
+                o.threads = ts
+            case "--out": o.out = try s.value(opt)
+            case "--report-only": o.reportOnly = try s.value(opt)
+            case "--benches": o.benchDir = try s.value(opt)
+            case "--timeout": o.timeout = try seconds(s.value(opt), option: "--timeout", command: "bench")
+            default: throw UsageError("unknown option '\(opt.name)'", command: "bench")
+            }
+        }
+        if let t = trailing, !t.isEmpty {
+            throw UsageError("unexpected argument '\(t[0])'", command: "bench")
+        }
+        return .bench(o)
+    }
+}

@@ -1,0 +1,119 @@
+/// The help texts.
+public enum Help {
+    public static let general = """
+        aethalloc-cli: run and compare programs under AethAlloc and other allocators
+
+        Usage:
+          aethalloc-cli run [--variant VARIANT] -- CMD ARGS...
+          aethalloc-cli ab [--with LIST] [--runs N] [--json] -- CMD ARGS...
+          aethalloc-cli bench [--quick] [--only NAMES] [--with LIST] [--runs N]
+                              [--threads LIST] [--out DIR] [--report-only DIR]
+          aethalloc-cli help [COMMAND]
+
+        Commands:
+          run     run a program with an AethAlloc variant preloaded
+          ab      A/B compare one program across allocators (time, CPU, peak RSS)
+          bench   build and run the C benchmark suite, write results and a report
+
+        Allocators: glibc (nothing preloaded); the peers jemalloc, mimalloc,
+        tcmalloc, from Debian packages:
+          \(Catalog.installHint)
+        and the AethAlloc variants magazine, simple, metrics, hardened, built by:
+          \(Catalog.buildHint)
+
+        Variant libraries (libaethalloc.so for magazine, libaethalloc-VARIANT.so
+        otherwise) are looked up in $AETHALLOC_LIB_DIR, then next to this
+        executable, then in <package>/.build/release.
+
+        Run 'aethalloc-cli COMMAND --help' for a command's options.
+
+        """
+
+    public static let run = """
+        Usage: aethalloc-cli run [--variant VARIANT] [--] CMD ARGS...
+
+        Runs CMD with LD_PRELOAD set to the variant's library and exits with
+        CMD's exit status (128+N if it is killed by signal N, with a note on
+        stderr). An existing LD_PRELOAD is replaced.
+
+        Options:
+          --variant VARIANT   magazine (default), simple, metrics or hardened
+          -h, --help          this help
+
+        Example:
+          aethalloc-cli run --variant hardened -- python3 -c 'print(1)'
+
+        """
+
+    public static let ab = """
+        Usage: aethalloc-cli ab [options] [--] CMD ARGS...
+
+        Runs CMD under each allocator, interleaved (A B C A B C ...) so that
+        drift hits all of them alike, and checks that every run exits with the
+        same status and prints the same stdout. Prints the median wall time,
+        CPU time (user+sys of the child) and peak RSS (ru_maxrss of the child),
+        each with min-max over the runs and the ratio to the first allocator.
+        Runs are started through a tiny C launcher (built with cc on the fly)
+        so that peak RSS is the command's own, not inherited from this tool.
+
+        Options:
+          --with LIST       comma-separated allocators, first is the baseline
+                            (default: glibc,jemalloc,mimalloc,tcmalloc, then
+                            every built variant; missing peers are skipped).
+                            An entry with a '/' is a library path to preload.
+          --runs N          measured runs per allocator (default 5)
+          --warmup N        unmeasured rounds first (default 1)
+          --json            print the results as JSON on stdout
+          --ignore-stdout   do not compare stdout across allocators
+          --timeout SEC     kill a run after SEC seconds (default: none)
+          -h, --help        this help
+
+        Exit status: 0 if all runs agree, 1 on a mismatch or a crash, 2 on bad
+        usage, 127 if CMD does not exist.
+
+        Example:
+          aethalloc-cli ab --runs 3 -- python3 -c 'x=[str(i) for i in range(10**6)]'
+
+        """
+
+    public static let bench = """
+        Usage: aethalloc-cli bench [options]
+
+        Builds <package>/benches/*.c with 'cc -O2 -pthread -o BIN FILE -lm'
+        (into <package>/.build/benches) and runs each under every allocator,
+        interleaved, with progress on stderr. Each bench takes key=value args
+        (quick=1, threads=N) and prints one JSON line:
+          {"bench":NAME,"params":{...},"metrics":{"ops_per_sec":...,...}}
+        The primary metric is ops_per_sec (higher is better), else seconds
+        (lower is better). Benches declaring a `threads` parameter run at each
+        thread count (thread_churn gets concurrent=N; producer_consumer gets
+        N/2 producers and N-N/2 consumers). Peak RSS is the bench process's
+        ru_maxrss.
+
+        Writes DIR/results.json (every run and the medians), DIR/report.md
+        (method, machine, one table per scenario, a summary of geometric
+        means) and one SVG bar chart per bench.
+
+        Options:
+          --quick            short runs (quick=1), threads 2 only
+          --only NAMES       comma-separated bench names
+          --with LIST        allocators, as for 'ab' (default: all available)
+          --runs N           runs per allocator and scenario (default 3)
+          --threads LIST     thread counts (default 1,2,4,8; --quick: 2)
+          --out DIR          results folder (default <package>/results/<UTC time>)
+          --report-only DIR  rewrite DIR/report.md and the SVGs from DIR/results.json
+          --benches DIR      take the bench sources from DIR instead
+          --timeout SEC      kill a run after SEC seconds (default 600, 0: never)
+          -h, --help         this help
+
+        """
+
+    public static func text(for topic: String?) -> String {
+        switch topic {
+        case "run": return run
+        case "ab": return ab
+        case "bench": return bench
+        default: return general
+        }
+    }
+}
