@@ -63,7 +63,12 @@ let package = Package(
         .executable(name: "aethalloc-cli", targets: ["AethAllocTool"]),
     ],
     targets: [
-        .target(name: "CAethAlloc", path: "Sources/CAethAlloc", cSettings: [.unsafeFlags(["-mcx16"])]),
+        .target(
+            name: "CAethAlloc", dependencies: ["CAethAllocStatsFormat"], path: "Sources/CAethAlloc",
+            cSettings: [.unsafeFlags(["-mcx16"])]),
+        // The layout of the per-process statistics file, shared by the
+        // metrics variant (writer) and aethalloc-cli (reader).
+        .target(name: "CAethAllocStatsFormat", path: "Sources/CAethAllocStatsFormat"),
         variant("AethAllocMagazine", dir: "magazine"),
         variant("AethAllocSimple", dir: "simple"),
         variant("AethAllocMetrics", dir: "metrics"),

@@ -56,6 +56,14 @@ struct LineBuffer {
         for i in 0..<s.utf8CodeUnitCount { append(byte: p[i]) }
     }
 
+    mutating func append(cString p: UnsafePointer<CChar>) {
+        var i = 0
+        while p[i] != 0 {
+            append(byte: UInt8(bitPattern: p[i]))
+            i += 1
+        }
+    }
+
     mutating func appendHex(_ v: UInt) {
         append("0x")
         var started = false

@@ -18,6 +18,7 @@
 //   18688    the shared stack of empty magazines
 //   18944    ThreadCacheRegistry
 //   20480    GlobalMetrics (metrics variant), then per-class counts
+//   21504    PublisherState (metrics variant's statistics file)
 import CAethAlloc
 import Synchronization
 
@@ -47,7 +48,8 @@ enum Globals {
     static let emptyMagazinesOffset = 18688
     static let registryOffset = 18944
     static let metricsOffset = 20480
-    static let endOffset = 21504
+    static let publisherOffset = 21504
+    static let endOffset = 22528
 
     @inline(__always) static var root: RawPointer { RawPointer(aeth_root()) }
 
@@ -84,6 +86,9 @@ enum Globals {
     @inline(__always) static var metrics: UnsafeMutablePointer<GlobalMetrics> {
         (root + metricsOffset).assumingMemoryBound(to: GlobalMetrics.self)
     }
+    @inline(__always) static var publisher: UnsafeMutablePointer<PublisherState> {
+        (root + publisherOffset).assumingMemoryBound(to: PublisherState.self)
+    }
     @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
 
     /// Checks at start-up that the fixed offsets above fit the types.
@@ -100,7 +105,9 @@ enum Globals {
             && MemoryLayout<TaggedStack>.size <= registryOffset - emptyMagazinesOffset
             && MemoryLayout<ThreadCacheRegistry>.size <= metricsOffset - registryOffset
             && MemoryLayout<GlobalMetrics>.size <= GlobalMetrics.classAllocsOffset
-            && GlobalMetrics.classAllocsOffset + 8 * SizeClass.count <= endOffset - metricsOffset
+            && GlobalMetrics.classAllocsOffset + 8 * SizeClass.count <= publisherOffset - metricsOffset
+            && MemoryLayout<PublisherState>.size <= PublisherState.directoryOffset
+            && publisherOffset + PublisherState.bytes <= endOffset
             && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
             && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
             && ThreadCache.coldOffset + ThreadCache.coldStride * SizeClass.count <= ThreadCache.statsOffset

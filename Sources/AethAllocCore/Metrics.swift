@@ -18,9 +18,15 @@ struct MetricsSnapshot {
 
     /// The process totals, after adding the calling thread's own counters.
     static func take() -> MetricsSnapshot {
+        if !Variant.statsEnabled { return MetricsSnapshot() }
+        if aeth_tls_state_get() == ThreadState.live { Stats.flush(ThreadCache.current) }
+        return totals()
+    }
+
+    /// The process totals as they stand.
+    static func totals() -> MetricsSnapshot {
         var s = MetricsSnapshot()
         if !Variant.statsEnabled { return s }
-        if aeth_tls_state_get() == ThreadState.live { Stats.flush(ThreadCache.current) }
         let g = Globals.metrics
         s.allocs = g.pointee.allocs.load(ordering: .relaxed)
         s.frees = g.pointee.frees.load(ordering: .relaxed)

@@ -70,6 +70,9 @@ enum Runtime {
 public func aethalloc_fork_prepare() {
     Runtime.forEachLock { Lock.acquire($0) }
 }
+// (The publisher's try-lock is not taken around fork: a writer interrupted
+// by fork leaves the parent's file, which the child unmaps, and the child
+// resets the lock.)
 
 @c(aethalloc_fork_parent)
 public func aethalloc_fork_parent() {
@@ -79,6 +82,8 @@ public func aethalloc_fork_parent() {
 @c(aethalloc_fork_child)
 public func aethalloc_fork_child() {
     Runtime.forEachLock { Lock.reset($0) }
+    Lock.reset(Publisher.lockWord)
+    Publisher.restartInChild()
 }
 
 @c(aethalloc_thread_exit)
@@ -97,6 +102,7 @@ public func aethalloc_process_init() {
         state.pointee.constructorRan = true
         if let v = aeth_getenv("AETHALLOC_STATS"), v.pointee == 0x31 /* "1" */ { state.pointee.printStatsAtExit = true }
         aeth_register_atfork()
+        Publisher.start()
     }
 }
 
@@ -106,4 +112,5 @@ public func aethalloc_process_exit() {
     if Variant.statsEnabled && Globals.process.pointee.printStatsAtExit {
         MetricsSnapshot.take().printSummary()
     }
+    Publisher.stop()
 }

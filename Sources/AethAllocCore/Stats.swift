@@ -17,6 +17,7 @@
 //   +352   frees[SizeClass.count]    UInt64
 //   +704   misses                    UInt64
 //   +712   refillsSinceFlush         UInt64
+//   +720   lastFlushMs               UInt64
 import CAethAlloc
 import Synchronization
 
@@ -90,7 +91,13 @@ enum Stats {
         local(tc, 704).pointee &+= 1
         let refills = local(tc, 712)
         refills.pointee &+= 1
-        if refills.pointee >= Tuning.statsFlushRefills { flush(tc) }
+        // Every so many refills, or when the last flush is old enough that
+        // a live reader would see stale numbers.
+        if refills.pointee >= Tuning.statsFlushRefills
+            || OS.nowMs() &- local(tc, 720).pointee >= Tuning.publishIntervalMs
+        {
+            flush(tc)
+        }
     }
 
     static func largeAllocated(bytes: Int) {
@@ -98,6 +105,7 @@ enum Stats {
         global.pointee.allocs.wrappingAdd(1, ordering: .relaxed)
         global.pointee.directAllocs.wrappingAdd(1, ordering: .relaxed)
         addInUse(bytes)
+        Publisher.publishIfStale()
     }
 
     static func largeFreed(bytes: Int) {
@@ -154,6 +162,8 @@ enum Stats {
         addInUse(delta)
         local(tc, 704).pointee = 0
         local(tc, 712).pointee = 0
+        local(tc, 720).pointee = OS.nowMs()
+        Publisher.publish()
     }
 
     private static func mapped(_ bytes: Int) {

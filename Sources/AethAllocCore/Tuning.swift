@@ -48,6 +48,9 @@ enum Tuning {
     // ---- metrics -----------------------------------------------------------
     /// Per-thread counters reach the process totals every this many refills.
     static let statsFlushRefills: UInt64 = 64
+    /// ...or when the thread's last flush is older than this; the statistics
+    /// file is rewritten on every flush.
+    static let publishIntervalMs: UInt64 = 100
 
     // ---- pages and segments ----------------------------------------------
     /// A page holds at least this many blocks where the class allows it.

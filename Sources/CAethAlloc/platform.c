@@ -2,6 +2,8 @@
 #define _GNU_SOURCE 1
 #include <sys/mman.h>
 #include "aeth_platform.h"
+#include <fcntl.h>
+#include <sys/stat.h>
 
 const unsigned char aeth_empty_cache[AETH_EMPTY_CACHE_BYTES] __attribute__((aligned(64)));
 __thread void *aeth_tls_cache __attribute__((tls_model("initial-exec"))) = (void *)aeth_empty_cache;
@@ -53,4 +55,74 @@ void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes) {
 void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target) {
     void *q = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE | MREMAP_FIXED, target);
     return q == MAP_FAILED ? NULL : q;
+}
+
+/* Appends the decimal digits of v to buf at *len (no allocation, no stdio). */
+static void aeth_append_decimal(char *buf, size_t cap, size_t *len, int64_t v) {
+    char digits[24];
+    int n = 0;
+    uint64_t x = v < 0 ? (uint64_t)(-v) : (uint64_t)v;
+    do { digits[n++] = (char)('0' + x % 10); x /= 10; } while (x && n < 24);
+    if (v < 0 && *len + 1 < cap) buf[(*len)++] = '-';
+    while (n > 0 && *len + 1 < cap) buf[(*len)++] = digits[--n];
+    buf[*len] = 0;
+}
+
+static void aeth_append(char *buf, size_t cap, size_t *len, const char *s) {
+    while (*s && *len + 1 < cap) buf[(*len)++] = *s++;
+    buf[*len] = 0;
+}
+
+void *aeth_stats_file_create(const char *dir, char *path, size_t cap) {
+    size_t len = 0;
+    if (cap < 2) return NULL;
+    path[0] = 0;
+    aeth_append(path, cap, &len, dir);
+    aeth_append(path, cap, &len, "/aethalloc-");
+    aeth_append_decimal(path, cap, &len, (int64_t)getpid());
+    aeth_append(path, cap, &len, ".stats");
+    if (len + 1 >= cap) return NULL;
+    int flags = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+    int fd = open(path, flags, 0644);
+    if (fd < 0 && errno == EEXIST) {
+        /* A file left by a dead process whose pid we now have. */
+        unlink(path);
+        fd = open(path, flags, 0644);
+    }
+    if (fd < 0) return NULL;
+    if (ftruncate(fd, AETHALLOC_STATS_FILE_BYTES) != 0) {
+        close(fd);
+        unlink(path);
+        return NULL;
+    }
+    void *map = mmap(NULL, AETHALLOC_STATS_FILE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        unlink(path);
+        return NULL;
+    }
+    return map;
+}
+
+void aeth_stats_file_close(void *map, const char *path) {
+    if (map) munmap(map, AETHALLOC_STATS_FILE_BYTES);
+    if (path && path[0]) unlink(path);
+}
+
+int aeth_dir_is_writable(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    return access(dir, W_OK) == 0;
+}
+
+void aeth_read_comm(char *buf, size_t cap) {
+    if (cap == 0) return;
+    buf[0] = 0;
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n <= 0) { buf[0] = 0; return; }
+    if (buf[n - 1] == '\n') n--;
+    buf[n] = 0;
 }

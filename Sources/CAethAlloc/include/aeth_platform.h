@@ -138,6 +138,25 @@ _Noreturn void aeth_abort(void);
 static inline void aeth_memset(void *p, int c, size_t n) { __builtin_memset(p, c, n); }
 static inline void aeth_memcpy(void *d, const void *s, size_t n) { __builtin_memcpy(d, s, n); }
 
+/* ---- the statistics file (aethalloc_stats_file.h) -------------------------- */
+#include "aethalloc_stats_file.h"
+/* Creates <dir>/aethalloc-<pid>.stats, replacing a stale file of that name,
+ * sizes it to AETHALLOC_STATS_FILE_BYTES and maps it shared. The path goes
+ * into `path` (`cap` bytes). NULL on any failure (nothing is left behind). */
+void *aeth_stats_file_create(const char *dir, char *path, size_t cap);
+/* Unmaps the file and, with a path, removes it. */
+void aeth_stats_file_close(void *map, const char *path);
+/* access(dir, W_OK) == 0 and dir is a directory. */
+int aeth_dir_is_writable(const char *dir);
+static inline int64_t aeth_getpid(void) { return (int64_t)getpid(); }
+/* /proc/self/comm without the newline, NUL-terminated, into buf. */
+void aeth_read_comm(char *buf, size_t cap);
+static inline uint64_t aeth_unix_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /* ---- callbacks implemented in Swift -------------------------------------- */
 AETH_HIDDEN void aethalloc_thread_exit(void *cache);
 AETH_HIDDEN void aethalloc_fork_prepare(void);

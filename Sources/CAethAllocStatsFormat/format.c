@@ -1,0 +1,1 @@
+/* Header-only target: the layout of the statistics file (see include/). */
