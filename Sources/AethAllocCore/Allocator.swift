@@ -138,7 +138,7 @@ enum Allocator {
         }
         let mark = Segment.sliceClass(base, 0)
         if mark == SizeClass.markLarge { return .large(base: base) }
-        if mark != SizeClass.markHeader || Segment.header(base).pointee.kind != SegmentHeader.kindSmall {
+        if mark != SizeClass.markHeader || Segment.kind(base) != SegmentHeader.kindSmall {
             Diagnostics.invalidPointer(p, operation: operation, reason: "corrupted allocator metadata")
         }
         let c = Int(Segment.sliceClass(base, Segment.sliceIndex(of: p)))

@@ -7,13 +7,12 @@
 // popped by another thread is still mapped memory (see TaggedStack).
 
 struct MetadataArena: ~Copyable {
-    let lock: LockWord
     var cursor: UInt
     var end: UInt
     var mappedBytes: Int
 
     static var lockWord: UnsafeMutablePointer<LockWord> {
-        UnsafeMutableRawPointer(Globals.arena).assumingMemoryBound(to: LockWord.self)
+        Globals.lock(Globals.arenaLock)
     }
 
     /// `bytes` of zeroed memory aligned to 64 bytes, or nil if the OS refuses.

@@ -19,13 +19,17 @@
 //   18944    ThreadCacheRegistry
 //   20480    GlobalMetrics (metrics variant), then per-class counts
 //   21504    PublisherState (metrics variant's statistics file)
+//   24576    the lock table: every lock of the core, 64 bytes apart
+//
+// Locks live apart from the data they protect, so plain field accesses of a
+// structure never overlap a lock word that other threads update atomically.
 import CAethAlloc
 import Synchronization
 
 /// Process-wide flags and handles.
-struct ProcessState: ~Copyable {
-    /// 0: untouched, 1: a thread is initialising, 2: ready.
-    let initState: Atomic<Int>
+/// Written once by the initialising thread before `Globals.initState` is
+/// published as ready, read-only after.
+struct ProcessState {
     /// The pthread key whose destructor tears a thread's cache down.
     var threadKey: Int32
     var constructorRan: Bool
@@ -49,7 +53,33 @@ enum Globals {
     static let registryOffset = 18944
     static let metricsOffset = 20480
     static let publisherOffset = 21504
-    static let endOffset = 22528
+    static let lockTableOffset = 24576
+    static let lockStride = 64
+    static let endOffset = 28672
+
+    // Indices in the lock table.
+    static let segmentLock = 0
+    static let largeCacheLock = 1
+    static let arenaLock = 2
+    static let registryLock = 3
+    static let publisherLock = 4
+    static let centralLock0 = 8  // + size class
+    /// Not a lock: 0 untouched, 1 a thread is initialising, 2 ready.
+    static let initStateSlot = 5
+
+    /// Not a lock: when the statistics file was last written (Publish.swift).
+    static let lastPublishSlot = 6
+    @inline(__always) static var lastPublishMs: UnsafeMutablePointer<Atomic<UInt64>> {
+        (root + (lockTableOffset &+ lastPublishSlot &* lockStride)).assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+
+    @inline(__always) static var initState: UnsafeMutablePointer<Atomic<Int>> {
+        (root + (lockTableOffset &+ initStateSlot &* lockStride)).assumingMemoryBound(to: Atomic<Int>.self)
+    }
+
+    @inline(__always) static func lock(_ i: Int) -> UnsafeMutablePointer<LockWord> {
+        (root + (lockTableOffset &+ i &* lockStride)).assumingMemoryBound(to: LockWord.self)
+    }
 
     @inline(__always) static var root: RawPointer { RawPointer(aeth_root()) }
 
@@ -107,7 +137,8 @@ enum Globals {
             && MemoryLayout<GlobalMetrics>.size <= GlobalMetrics.classAllocsOffset
             && GlobalMetrics.classAllocsOffset + 8 * SizeClass.count <= publisherOffset - metricsOffset
             && MemoryLayout<PublisherState>.size <= PublisherState.directoryOffset
-            && publisherOffset + PublisherState.bytes <= endOffset
+            && publisherOffset + PublisherState.bytes <= lockTableOffset
+            && lockTableOffset + (centralLock0 + SizeClass.count) * lockStride <= endOffset
             && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
             && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
             && ThreadCache.coldOffset + ThreadCache.coldStride * SizeClass.count <= ThreadCache.statsOffset

@@ -37,14 +37,13 @@ struct LargeCacheEntry {
 /// The cache of freed large spans. Invariants (under `lock`): entries
 /// 0..<count are occupied; `totalBytes` is the sum of their sizes.
 struct LargeCache: ~Copyable {
-    let lock: LockWord
     var count: Int
     var totalBytes: Int
     var lastDecayMs: UInt64
 
     static let entriesOffset = 64
     static var lockWord: UnsafeMutablePointer<LockWord> {
-        UnsafeMutableRawPointer(Globals.largeCache).assumingMemoryBound(to: LockWord.self)
+        Globals.lock(Globals.largeCacheLock)
     }
     static var entries: UnsafeMutablePointer<LargeCacheEntry> {
         (RawPointer(Globals.largeCache) + entriesOffset).assumingMemoryBound(to: LargeCacheEntry.self)

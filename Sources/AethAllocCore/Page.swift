@@ -52,16 +52,15 @@ struct PageMeta {
 
 /// One size class's pages.
 ///
-/// Invariants (under `lock`): `partial` lists exactly the class's pages that
+/// Invariants (under its lock, `Central.lockWord(c)`): `partial` lists exactly the class's pages that
 /// have a free or never-used block, each with `listed` set.
-struct Central: ~Copyable {
-    let lock: LockWord
+struct Central {
     var partial: UnsafeMutablePointer<PageMeta>?
     var pages: Int
 
     @inline(__always)
     static func lockWord(_ c: Int) -> UnsafeMutablePointer<LockWord> {
-        UnsafeMutableRawPointer(Globals.central(c)).assumingMemoryBound(to: LockWord.self)
+        Globals.lock(Globals.centralLock0 &+ c)
     }
 
     /// Moves up to `max` blocks of class `c` into `dst[0..<n]`, returns n.

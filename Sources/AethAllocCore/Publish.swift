@@ -16,12 +16,10 @@
 import CAethAlloc
 import Synchronization
 
-struct PublisherState: ~Copyable {
-    let lock: LockWord
-    let sequence: Atomic<UInt64>
+struct PublisherState {
+    var sequence: UInt64
     var map: RawPointer?
     var startUnixMs: UInt64
-    var lastPublishMs: UInt64
     var publishes: UInt32
     var explicitDirectory: Bool
     static let directoryOffset = 64   // 192 bytes, NUL-terminated
@@ -32,7 +30,7 @@ struct PublisherState: ~Copyable {
 enum Publisher {
     @inline(__always) static var state: UnsafeMutablePointer<PublisherState> { Globals.publisher }
     static var lockWord: UnsafeMutablePointer<LockWord> {
-        UnsafeMutableRawPointer(Globals.publisher).assumingMemoryBound(to: LockWord.self)
+        Globals.lock(Globals.publisherLock)
     }
     static var directory: UnsafeMutablePointer<CChar> {
         (RawPointer(Globals.publisher) + PublisherState.directoryOffset).assumingMemoryBound(to: CChar.self)
@@ -81,7 +79,7 @@ enum Publisher {
     /// Writes the current totals, unless another thread is doing so.
     static func publish() {
         if !Variant.statsEnabled || state.pointee.map == nil { return }
-        if !Globals.publisher.pointee.lock.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
+        if !lockWord.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
         if let map = state.pointee.map { write(MetricsSnapshot.totals(), into: map) }
         Lock.release(lockWord)
     }
@@ -89,7 +87,7 @@ enum Publisher {
     /// Publishes if nothing was published for `publishIntervalMs` (large path).
     static func publishIfStale() {
         if !Variant.statsEnabled || state.pointee.map == nil { return }
-        if OS.nowMs() &- state.pointee.lastPublishMs >= Tuning.publishIntervalMs { publish() }
+        if OS.nowMs() &- Globals.lastPublishMs.pointee.load(ordering: .relaxed) >= Tuning.publishIntervalMs { publish() }
     }
 
     // ---- internals -----------------------------------------------------------
@@ -126,7 +124,7 @@ enum Publisher {
                 sizes.storeBytes(of: UInt64(Globals.classInfo(c).pointee.blockSize), toByteOffset: c * 8, as: UInt64.self)
             }
         }
-        s.pointee.sequence.store(0, ordering: .relaxed)
+        s.pointee.sequence = 0
         s.pointee.map = map
         publish()
     }
@@ -135,7 +133,7 @@ enum Publisher {
         let s = state
         let file = map.assumingMemoryBound(to: aethalloc_stats_file.self)
         let seqWord = (map + 16).assumingMemoryBound(to: Atomic<UInt64>.self)
-        let seq = s.pointee.sequence.load(ordering: .relaxed)
+        let seq = s.pointee.sequence
         seqWord.pointee.store(seq &+ 1, ordering: .relaxed)  // odd: being written
         atomicMemoryFence(ordering: .releasing)
         file.pointee.update_unix_ms = aeth_unix_ms()
@@ -158,8 +156,8 @@ enum Publisher {
             }
         }
         seqWord.pointee.store(seq &+ 2, ordering: .releasing)  // even: stable
-        s.pointee.sequence.store(seq &+ 2, ordering: .relaxed)
-        s.pointee.lastPublishMs = OS.nowMs()
+        s.pointee.sequence = seq &+ 2
+        Globals.lastPublishMs.pointee.store(OS.nowMs(), ordering: .relaxed)
     }
 
     private static func copy(_ src: UnsafePointer<CChar>, to dst: UnsafeMutablePointer<CChar>, capacity: Int) {

@@ -16,23 +16,23 @@ enum Runtime {
 
     @inline(__always)
     static func ensureInitialized() {
-        if Globals.process.pointee.initState.load(ordering: .acquiring) != ready { initializeSlow() }
+        if Globals.initState.pointee.load(ordering: .acquiring) != ready { initializeSlow() }
     }
 
     @inline(never)
     static func initializeSlow() {
         let state = Globals.process
-        if state.pointee.initState.compareExchange(expected: uninitialized, desired: initializing, ordering: .acquiring).exchanged {
+        if Globals.initState.pointee.compareExchange(expected: uninitialized, desired: initializing, ordering: .acquiring).exchanged {
             Globals.checkLayout()
             fillClassTables()
             Options.load()
             let key = aeth_thread_key_create()
             if key < 0 { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key
-            state.pointee.initState.store(ready, ordering: .releasing)
+            Globals.initState.pointee.store(ready, ordering: .releasing)
             return
         }
-        while state.pointee.initState.load(ordering: .acquiring) != ready { aeth_yield() }
+        while Globals.initState.pointee.load(ordering: .acquiring) != ready { aeth_yield() }
     }
 
     private static func fillClassTables() {

@@ -84,6 +84,11 @@ enum Segment {
     @inline(__always) static func sliceClass(_ seg: RawPointer, _ slice: Int) -> UInt8 {
         seg.load(fromByteOffset: sliceClassOffset &+ slice, as: UInt8.self)
     }
+    /// The header's `kind`, read on its own: it is written once when the
+    /// mapping is made, while other fields change under the segment lock.
+    @inline(__always) static func kind(_ base: RawPointer) -> UInt32 {
+        base.load(fromByteOffset: headerOffset, as: UInt32.self)
+    }
     @inline(__always) static func header(_ seg: RawPointer) -> UnsafeMutablePointer<SegmentHeader> {
         (seg + headerOffset).assumingMemoryBound(to: SegmentHeader.self)
     }
@@ -105,7 +110,6 @@ enum Segment {
 ///   at most `Tuning.cachedEmptySegments` of them stay mapped.
 /// - A free slice has sliceClass `markFree`; a used one, its page's class.
 struct SegmentManager: ~Copyable {
-    let lock: LockWord
     var withFree: UnsafeMutablePointer<SegmentHeader>?
     var emptySegments: Int
     var lastPurgeMs: UInt64
@@ -113,7 +117,7 @@ struct SegmentManager: ~Copyable {
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
-        UnsafeMutableRawPointer(Globals.segments).assumingMemoryBound(to: LockWord.self)
+        Globals.lock(Globals.segmentLock)
     }
 
     /// A page of `slices` slices for class `sizeClass`, its metadata reset.

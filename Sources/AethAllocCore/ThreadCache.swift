@@ -123,12 +123,11 @@ enum ThreadCache {
 
 /// Thread caches not in use, for reuse by new threads.
 struct ThreadCacheRegistry: ~Copyable {
-    let lock: LockWord
     var freeList: RawPointer?
     var live: Int
 
     static var lockWord: UnsafeMutablePointer<LockWord> {
-        UnsafeMutableRawPointer(Globals.registry).assumingMemoryBound(to: LockWord.self)
+        Globals.lock(Globals.registryLock)
     }
 
     static func obtain() -> RawPointer? {

@@ -7,6 +7,18 @@ import Synchronization
 import Testing
 @testable import AethAllocHosted
 
+/// A value behind an NSLock, shared between threads of a test.
+final class LockedBox<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ value: T) { self.value = value }
+    func withLock<R>(_ body: (inout T) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
+}
+
 /// Checks the page invariant (used + free list == handed-out blocks) of the
 /// page owning `p`, under its class lock.
 func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
@@ -250,7 +262,8 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
     @Test func threadExitReturnsCachedBlocks() {
         let threads = 16
         let group = DispatchGroup()
-        let addresses = Mutex<Set<UInt>>([])
+        // NSLock rather than Mutex: ThreadSanitizer understands pthread locks.
+        let addresses = LockedBox<Set<UInt>>([])
         let allocated = DispatchGroup()
         let go = DispatchSemaphore(value: 0)
         for _ in 0..<threads {
@@ -276,17 +289,18 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(total == threads * 500)
         // Each thread cached at most two magazines; everything else went to
         // the depot or the pages, so a fresh thread's blocks overlap the old ones.
-        var reused = 0
+        let reused = LockedBox(0)
         let done = DispatchSemaphore(value: 0)
         Thread {
             var mine: [UnsafeMutableRawPointer] = []
             for _ in 0..<2000 { if let p = Allocator.allocate(64) { mine.append(p) } }
-            reused = addresses.withLock { s in mine.filter { s.contains(UInt(bitPattern: $0)) }.count }
+            let n = addresses.withLock { s in mine.filter { s.contains(UInt(bitPattern: $0)) }.count }
+            reused.withLock { $0 = n }
             mine.forEach { Allocator.deallocate($0) }
             done.signal()
         }.start()
         done.wait()
-        #expect(reused > 1000)
+        #expect(reused.withLock { $0 } > 1000)
     }
 }
 
@@ -297,22 +311,24 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
 
     @Test func countersFollowAllocationsOnAThread() throws {
         let done = DispatchSemaphore(value: 0)
-        var before = MetricsSnapshot()
-        var after = MetricsSnapshot()
-        var afterFree = MetricsSnapshot()
+        let snapshots = LockedBox<[MetricsSnapshot]>([])
         // A thread of our own, so its cache and counters are fresh.
         Thread {
-            before = MetricsSnapshot.take()
+            let before = MetricsSnapshot.take()
             var blocks: [UnsafeMutableRawPointer] = []
             for i in 0..<5000 { blocks.append(Allocator.allocate(UInt(16 + i % 900))!) }
             let big = Allocator.allocate(1 << 20)!
-            after = MetricsSnapshot.take()
+            let after = MetricsSnapshot.take()
             blocks.forEach { Allocator.deallocate($0) }
             Allocator.deallocate(big)
-            afterFree = MetricsSnapshot.take()
+            let afterFree = MetricsSnapshot.take()
+            snapshots.withLock { $0 = [before, after, afterFree] }
             done.signal()
         }.start()
         done.wait()
+        let taken = snapshots.withLock { $0 }
+        try #require(taken.count == 3)
+        let (before, after, afterFree) = (taken[0], taken[1], taken[2])
         // Other tests allocate concurrently, so compare at least what we did.
         #expect(after.allocs - before.allocs >= 5001)
         #expect(after.directAllocs - before.directAllocs >= 1)
