@@ -40,7 +40,12 @@ enum ThreadCache {
     static let coldStride = 32
     static let statsOffset = 2304
     static let nextFreeOffset = 3072
-    static let bytes = 3136
+    /// A whole page, so the magazines carved after it from the arena start
+    /// 512-byte aligned. With 3136 bytes, a magazine straddling a page
+    /// boundary made the 64-byte class's malloc/free pair 3x slower
+    /// (benches/alloc_free_loop size=64: 9.1 ns vs 2.9 ns per pair; no extra
+    /// instructions under callgrind, so a memory-disambiguation stall).
+    static let bytes = 4096
 
     @inline(__always) static var current: RawPointer { aeth_tls_cache_get().unsafelyUnwrapped }
 
