@@ -60,6 +60,7 @@ let package = Package(
         .library(name: "aethalloc", type: .dynamic, targets: ["AethAllocMagazine"]),
         .library(name: "aethalloc-simple", type: .dynamic, targets: ["AethAllocSimple"]),
         .library(name: "aethalloc-metrics", type: .dynamic, targets: ["AethAllocMetrics"]),
+        .library(name: "aethalloc-hardened", type: .dynamic, targets: ["AethAllocHardened"]),
         .executable(name: "aethalloc-cli", targets: ["AethAllocTool"]),
     ],
     targets: [
@@ -72,9 +73,10 @@ let package = Package(
         variant("AethAllocMagazine", dir: "magazine"),
         variant("AethAllocSimple", dir: "simple"),
         variant("AethAllocMetrics", dir: "metrics"),
+        variant("AethAllocHardened", dir: "hardened"),
         // The `aethalloc` command: run, A/B compare, bench, stat.
         .executableTarget(name: "AethAllocTool", dependencies: ["AethAllocToolCore"], path: "Sources/aethalloc"),
-        .target(name: "AethAllocToolCore", path: "Sources/AethAllocToolCore"),
+        .target(name: "AethAllocToolCore", dependencies: ["CAethAllocStatsFormat"], path: "Sources/AethAllocToolCore"),
         .testTarget(name: "AethAllocToolTests", dependencies: ["AethAllocToolCore"], path: "Tests/AethAllocToolTests"),
         // The same core in normal Swift, for white-box tests.
         .target(

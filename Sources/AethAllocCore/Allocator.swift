@@ -28,6 +28,7 @@ enum Allocator {
             let tc = ThreadCache.current
             if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
                 Stats.allocated(tc, c)
+                Hardening.handOut(p)
                 return p
             }
             return allocateSlow(n, c)
@@ -42,6 +43,7 @@ enum Allocator {
             let tc = ThreadCache.current
             if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
                 Stats.allocated(tc, c)
+                Hardening.handOut(p)
                 return p
             }
             return allocateSlow(n, c)
@@ -65,6 +67,7 @@ enum Allocator {
             c = SizeClass.index(of: Int(bitPattern: n))
         }
         guard let p = ThreadCache.allocate(c) else { return outOfMemory() }
+        Hardening.handOut(p)
         OS.errno = saved
         return p
     }
@@ -74,9 +77,12 @@ enum Allocator {
         let tc = ThreadCache.current
         if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
             Stats.allocated(tc, c)
+            Hardening.handOut(p)
             return p
         }
-        return ThreadCache.allocate(c) ?? outOfMemory()
+        guard let p = ThreadCache.allocate(c) else { return outOfMemory() }
+        Hardening.handOut(p)
+        return p
     }
 
     @inline(never)
@@ -99,6 +105,7 @@ enum Allocator {
             let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
             let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
             if c < SizeClass.count {
+                Hardening.takeBack(p, sizeClass: c, operation: "free")
                 let tc = ThreadCache.current
                 if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
                     Stats.freed(tc, c)
@@ -122,7 +129,9 @@ enum Allocator {
     static func deallocateSlow(_ p: RawPointer) {
         let saved = OS.errno
         switch classify(p, operation: "free") {
-        case .small(let c): ThreadCache.deallocate(p, c)
+        case .small(let c):
+            Hardening.takeBack(p, sizeClass: c, operation: "free")
+            ThreadCache.deallocate(p, c)
         case .large(let base): Large.deallocate(p, base: base)
         }
         OS.errno = saved
@@ -176,6 +185,7 @@ enum Allocator {
         let usable: Int
         switch classify(p, operation: "realloc") {
         case .small(let c):
+            Hardening.checkLive(p, operation: "realloc")
             usable = Globals.classInfo(c).pointee.blockSize
             // Stay put unless the block would be more than half empty.
             if size <= usable && (size > usable / 2 || usable <= 32) { return p }
@@ -190,7 +200,13 @@ enum Allocator {
                 OS.errno = saved
             }
         }
-        guard let q = allocate(n) else { return nil }
+        // A block that must move while growing gets 25% headroom, so a
+        // buffer growing in small steps does not copy at every step.
+        var request = n
+        if size > usable && usable > Tuning.maxSmallBytes / 2 {
+            request = max(n, UInt(usable + usable / 4))
+        }
+        guard let q = allocate(request) ?? (request != n ? allocate(n) : nil) else { return nil }
         aeth_memcpy(q, p, min(usable, size))
         deallocate(p)
         return q
@@ -219,7 +235,9 @@ enum Allocator {
     static func usableSize(_ p: RawPointer?) -> UInt {
         guard let p else { return 0 }
         switch classify(p, operation: "malloc_usable_size") {
-        case .small(let c): return UInt(Globals.classInfo(c).pointee.blockSize)
+        case .small(let c):
+            Hardening.checkLive(p, operation: "malloc_usable_size")
+            return UInt(Globals.classInfo(c).pointee.blockSize)
         case .large(let base): return UInt(Large.usableSize(p, base: base, operation: "malloc_usable_size"))
         }
     }

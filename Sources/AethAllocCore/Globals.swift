@@ -36,6 +36,8 @@ struct ProcessState {
     var printStatsAtExit: Bool
     /// Options.purgeDelayMs.
     var purgeDelayMs: Int
+    /// Hardening.secret (hardened variant).
+    var secret: UInt
 }
 
 enum Globals {

@@ -68,8 +68,9 @@ enum Large {
     /// A large block of `size` bytes aligned to `alignment` (power of two).
     /// With `zeroed`, its first `size` bytes read as zero.
     static func allocate(size: Int, alignment: Int, zeroed: Bool) -> RawPointer? {
-        let userOffset = max(Tuning.largeHeaderBytes, alignment)
-        guard let needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
+        let userOffset = Hardening.largeUserOffset(alignment: alignment)
+        guard var needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
+        needed += Hardening.largeTrailingGuardBytes
         let baseAlignment = max(Tuning.segmentBytes, alignment)
         if userOffset >> Tuning.segmentShift > 200 { return nil }  // alignment beyond 800 MiB
         var base: RawPointer? = nil
@@ -86,6 +87,12 @@ enum Large {
         }
         decay()
         Lock.release(LargeCache.lockWord)
+        if let b = base, mapped - needed >= max(needed, Tuning.sliceBytes) {
+            // Much larger than asked: keep the head, give the tail back.
+            OS.unmap(b + needed, bytes: mapped - needed)
+            Stats.largeUnmapped(bytes: mapped - needed)
+            mapped = needed
+        }
         if base == nil {
             base = OS.mapAligned(bytes: needed, alignment: baseAlignment)
             if base == nil {
@@ -98,13 +105,14 @@ enum Large {
         let b = base!
         if fresh {
             aeth_memset(b, Int32(SizeClass.markLarge), 64)
+            Hardening.protectLarge(b, mapped: mapped, userOffset: userOffset)
         }
         header(b).pointee = LargeHeader(
             kind: SegmentHeader.kindLarge, inUse: 1, mappedBytes: mapped, userOffset: userOffset,
             baseAlignment: baseAlignment, idleSinceMs: 0)
         let user = b + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
-        Stats.largeAllocated(bytes: mapped - userOffset)
+        Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
         if zeroed && !fresh { aeth_memset(user, 0, size) }
         return user
     }
@@ -115,8 +123,8 @@ enum Large {
         validate(p, base: base, operation: "free")
         h.pointee.inUse = 0
         let bytes = h.pointee.mappedBytes
-        Stats.largeFreed(bytes: bytes - h.pointee.userOffset)
-        if bytes <= Tuning.largeCacheMaxSpanBytes {
+        Stats.largeFreed(bytes: bytes - h.pointee.userOffset - Hardening.largeTrailingGuardBytes)
+        if bytes <= Tuning.largeCacheMaxSpanBytes && Hardening.cachesLargeSpans {
             Lock.acquire(LargeCache.lockWord)
             let kept = insertCached(base, h)
             decay()
@@ -130,7 +138,7 @@ enum Large {
     static func usableSize(_ p: RawPointer, base: RawPointer, operation: StaticString) -> Int {
         validate(p, base: base, operation: operation)
         let h = header(base).pointee
-        return h.mappedBytes - h.userOffset
+        return h.mappedBytes - h.userOffset - Hardening.largeTrailingGuardBytes
     }
 
     /// Resizes block `p` to `size` bytes without copying: in place, or by
@@ -139,13 +147,16 @@ enum Large {
         validate(p, base: base, operation: "realloc")
         let h = header(base)
         let userOffset = h.pointee.userOffset
+        let guardBytes = Hardening.largeTrailingGuardBytes
         guard var needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
+        needed += guardBytes
         let mapped = h.pointee.mappedBytes
         if needed <= mapped {
             // Shrink: give back the tail when at least half would be unused.
             if mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes {
                 OS.unmap(base + needed, bytes: mapped - needed)
                 h.pointee.mappedBytes = needed
+                Hardening.protectTrailingGuard(base, mapped: needed)
                 Stats.largeUnmapped(bytes: mapped - needed)
                 Stats.largeResized(from: mapped, to: needed)
             }
@@ -157,21 +168,30 @@ enum Large {
         if needed - mapped < headroom {
             needed = (mapped + headroom + Tuning.osPageBytes - 1) & ~(Tuning.osPageBytes - 1)
         }
+        if !Hardening.remapsLargeBlocks { return nil }
+        // The old guard page becomes data; the new last page becomes the guard.
+        Hardening.unprotectTrailingGuard(base, mapped: mapped)
         if OS.remapInPlace(base, from: mapped, to: needed) {
             h.pointee.mappedBytes = needed
+            Hardening.protectTrailingGuard(base, mapped: needed)
             Stats.largeMapped(bytes: needed - mapped)
             Stats.largeResized(from: mapped, to: needed)
             return p
         }
         let alignment = h.pointee.baseAlignment
-        guard let target = OS.mapAligned(bytes: needed, alignment: alignment) else { return nil }
+        guard let target = OS.mapAligned(bytes: needed, alignment: alignment) else {
+            Hardening.protectTrailingGuard(base, mapped: mapped)
+            return nil
+        }
         Segment.mapClear(p)
         if !OS.remap(base, from: mapped, to: needed, at: target) {
             Segment.mapSet(p, headerChunksBack: userOffset >> Tuning.segmentShift)
             OS.unmap(target, bytes: needed)
+            Hardening.protectTrailingGuard(base, mapped: mapped)
             return nil
         }
         header(target).pointee.mappedBytes = needed
+        Hardening.protectTrailingGuard(target, mapped: needed)
         Stats.largeMapped(bytes: needed - mapped)
         Stats.largeResized(from: mapped, to: needed)
         let user = target + userOffset
@@ -214,13 +234,13 @@ enum Large {
         OS.unmap(base, bytes: bytes)
     }
 
-    /// The smallest cached span that fits without wasting over half of it.
+    /// The smallest cached span that fits (the caller trims a much larger one).
     private static func takeCached(needed: Int, baseAlignment: Int) -> (RawPointer, Int)? {
         let cache = Globals.largeCache
         var best = -1
         for i in 0..<cache.pointee.count {
             let e = LargeCache.entries[i]
-            if e.mappedBytes >= needed && e.mappedBytes / 2 <= needed && e.baseAlignment >= baseAlignment
+            if e.mappedBytes >= needed && e.baseAlignment >= baseAlignment
                 && (best < 0 || e.mappedBytes < LargeCache.entries[best].mappedBytes)
             {
                 best = i

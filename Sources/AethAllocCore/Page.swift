@@ -44,7 +44,7 @@ struct PageMeta {
         var p = free
         while let b = p, n <= limitBytes / blockSize {
             n += 1
-            p = b.load(as: RawPointer?.self)
+            p = RawPointer(bitPattern: b.load(as: UInt.self) ^ (Hardening.encodeLink(nil, at: b)))
         }
         return bumpBytes <= limitBytes && used + n == bumpBytes / blockSize
     }
@@ -85,7 +85,7 @@ struct Central {
             var taken: UInt32 = 0
             // Returned blocks first (warm in cache), then never-used ones.
             while n < max, let b = pg.pointee.free {
-                pg.pointee.free = b.load(as: RawPointer?.self)
+                pg.pointee.free = Hardening.decodeLink(at: b, page: pg)
                 dst[n] = b
                 n &+= 1
                 taken &+= 1
@@ -111,7 +111,7 @@ struct Central {
         for i in 0..<n {
             let b = src[i]!
             let page = Segment.page(of: b, in: Segment.base(of: b))
-            b.storeBytes(of: page.pointee.free, as: RawPointer?.self)
+            b.storeBytes(of: Hardening.encodeLink(page.pointee.free, at: b), as: UInt.self)
             page.pointee.free = b
             page.pointee.used &-= 1
             if !page.pointee.listed { link(central, page) }

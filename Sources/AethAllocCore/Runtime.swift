@@ -26,6 +26,7 @@ enum Runtime {
             Globals.checkLayout()
             fillClassTables()
             Options.load()
+            Hardening.loadSecret()
             let key = aeth_thread_key_create()
             if key < 0 { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key

@@ -288,6 +288,7 @@ struct SegmentManager: ~Copyable {
         link(m, h)
         m.pointee.emptySegments += 1
         m.pointee.segmentCount += 1
+        Hardening.protectSegment(base)
         Segment.mapSet(base, headerChunksBack: 0)
         return h
     }

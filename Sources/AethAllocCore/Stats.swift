@@ -133,8 +133,9 @@ enum Stats {
 
     static func threadExit(_ tc: RawPointer) {
         if !enabled { return }
-        flush(tc)
+        // Counted before the flush, so the flush publishes it.
         global.pointee.threadsExited.wrappingAdd(1, ordering: .relaxed)
+        flush(tc)
     }
 
     /// Adds the thread's counters to the process totals and zeroes them.

@@ -69,8 +69,8 @@ enum Tuning {
     static let largeHeaderBytes = 256
     /// Freed large spans kept mapped for reuse: entries, and bytes per span.
     static let largeCacheEntries = 16
-    static let largeCacheMaxSpanBytes = 64 * 1024 * 1024
-    static let largeCacheMaxTotalBytes = 256 * 1024 * 1024
+    static let largeCacheMaxSpanBytes = 32 * 1024 * 1024
+    static let largeCacheMaxTotalBytes = 64 * 1024 * 1024
     /// Cached spans idle longer than this are unmapped on the next large op.
     static let largeCacheDecayMs: UInt64 = 1000
 

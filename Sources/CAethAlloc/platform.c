@@ -4,6 +4,7 @@
 #include "aeth_platform.h"
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/auxv.h>
 
 const unsigned char aeth_empty_cache[AETH_EMPTY_CACHE_BYTES] __attribute__((aligned(64)));
 __thread void *aeth_tls_cache __attribute__((tls_model("initial-exec"))) = (void *)aeth_empty_cache;
@@ -125,4 +126,16 @@ void aeth_read_comm(char *buf, size_t cap) {
     if (n <= 0) { buf[0] = 0; return; }
     if (buf[n - 1] == '\n') n--;
     buf[n] = 0;
+}
+
+uint64_t aeth_random_word(void) {
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    uint64_t v = 0;
+    if (r) __builtin_memcpy(&v, r + 8, sizeof v);
+    if (v == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)getpid() * 0x9E3779B97F4A7C15ull;
+    }
+    return v;
 }

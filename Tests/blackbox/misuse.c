@@ -49,6 +49,20 @@ int main(int argc, char **argv) {
         free(p);
         show(p);
         p = realloc(p, 2 << 20);
+    } else if (!strcmp(c, "small-double-free")) {
+        char *p = malloc(64);
+        free(p);
+        show(p);
+        free(p);
+    } else if (!strcmp(c, "small-interior")) {
+        char *p = malloc(64);
+        show(p + 16);
+        free(p + 16);
+    } else if (!strcmp(c, "small-realloc-after-free")) {
+        char *p = malloc(64);
+        free(p);
+        show(p);
+        p = realloc(p, 100);
     } else if (!strcmp(c, "usable-size-foreign")) {
         char *m = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         show(m);

@@ -7,4 +7,5 @@ enum Variant {
     typealias Cache = MagazineCache
     static let statsEnabled = true
     static let unmapsEmptySegments = true
+    static let hardened = false
 }

@@ -7,6 +7,8 @@
 //   - `unmapsEmptySegments`: whether a wholly free segment may be unmapped
 //     (Segment.swift); a policy whose lock-free pool reads freed blocks needs
 //     segments to stay mapped (purged, not unmapped)
+//   - `hardened`: the checks of Hardening.swift (live-block bitmap, encoded
+//     free lists, zero-on-free, guard pages)
 //   - `name`: what aethalloc_variant() returns
 
 enum Variant {
@@ -15,4 +17,5 @@ enum Variant {
     typealias Cache = MagazineCache
     static let statsEnabled = false
     static let unmapsEmptySegments = true
+    static let hardened = false
 }

@@ -8,6 +8,8 @@
 //   - `unmapsEmptySegments`: whether a wholly free segment may be unmapped
 //     (Segment.swift); a policy whose lock-free pool reads freed blocks needs
 //     segments to stay mapped (purged, not unmapped)
+//   - `hardened`: the checks of Hardening.swift (live-block bitmap, encoded
+//     free lists, zero-on-free, guard pages)
 //   - `name`: what aethalloc_variant() returns
 
 enum Variant {
@@ -16,4 +18,5 @@ enum Variant {
     typealias Cache = SimpleCache
     static let statsEnabled = false
     static let unmapsEmptySegments = false
+    static let hardened = false
 }

@@ -88,12 +88,15 @@ static inline int aeth_munmap(void *p, size_t bytes) { return munmap(p, bytes); 
 /* Give the physical pages back; the range stays mapped and reads as zero. */
 static inline int aeth_purge(void *p, size_t bytes) { return madvise(p, bytes, MADV_DONTNEED); }
 static inline int aeth_protect_none(void *p, size_t bytes) { return mprotect(p, bytes, PROT_NONE); }
+static inline int aeth_protect_read_write(void *p, size_t bytes) { return mprotect(p, bytes, PROT_READ | PROT_WRITE); }
 /* Grow or shrink a mapping in place. NULL if it cannot stay where it is.
  * (Out of line: mremap needs _GNU_SOURCE, which must not leak into a header
  * that Swift modules share with Glibc.) */
 void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes);
 /* Move a mapping to `target` (which we reserved), without copying. */
 void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target);
+/* 8 random bytes from the kernel's AT_RANDOM auxiliary vector (no syscall). */
+uint64_t aeth_random_word(void);
 static inline size_t aeth_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 /* ---- futex --------------------------------------------------------------- */

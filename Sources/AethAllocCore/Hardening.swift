@@ -1,0 +1,153 @@
+// Hardening.swift: the hardened variant's checks (libaethalloc-hardened.so).
+//
+// Every hook here starts with `if !Variant.hardened { ... }` and compiles to
+// nothing (or to the plain behaviour) in the other variants. What the
+// hardened variant adds:
+//
+// - Live-block bitmap: one bit per 16-byte granule of every slice, set while
+//   a block starting there is with the program. free/realloc/
+//   malloc_usable_size of a pointer whose bit is clear (a double free, an
+//   interior pointer, a block still in a cache) abort with one line. Bits
+//   are updated with atomic OR/AND: two threads may free neighbours that
+//   share a bitmap word.
+//
+//     segment +8192 .. +40960: bitmap[slice][4096 bits]  (512 bytes per slice)
+//     segment +61440 .. +65536: guard page (PROT_NONE) between the segment's
+//                               metadata and its first page of blocks
+//
+// - Page free lists (blocks threaded through their first word) store
+//   next ^ secret ^ (address of the link >> 12), with a per-process secret
+//   from the kernel's AT_RANDOM bytes; a decoded link that leaves its page
+//   aborts ("free list corrupted") instead of handing out a forged address.
+// - Freed small blocks are zero-filled, so a use after free reads no stale
+//   data; freed large blocks are unmapped at once (no span cache), so a use
+//   after free faults.
+// - Large blocks have a PROT_NONE guard page right after their last page and
+//   one between their header page and their data.
+import CAethAlloc
+import Synchronization
+
+enum Hardening {
+    static let bitmapOffset = 8192
+    static let bitmapBytesPerSlice = Tuning.sliceBytes / 16 / 8  // 512
+    static let segmentGuardOffset = Tuning.sliceBytes - Tuning.osPageBytes
+
+    // ---- the live-block bitmap ----------------------------------------------
+
+    @inline(__always)
+    private static func bitWord(_ p: RawPointer) -> (UnsafeMutablePointer<Atomic<UInt64>>, UInt64) {
+        let a = UInt(bitPattern: p)
+        let seg = a & ~UInt(Tuning.segmentBytes - 1)
+        let granule = (a - seg) >> 4  // 0 ..< 4 MiB / 16
+        let word = RawPointer(bitPattern: seg + UInt(bitmapOffset) + (granule >> 6) * 8)!
+        return (word.assumingMemoryBound(to: Atomic<UInt64>.self), UInt64(1) << UInt64(granule & 63))
+    }
+
+    /// A small block leaves the allocator for the program.
+    @inline(__always)
+    static func handOut(_ p: RawPointer) {
+        if !Variant.hardened { return }
+        let (word, bit) = bitWord(p)
+        word.pointee.bitwiseOr(bit, ordering: .relaxed)
+    }
+
+    /// A small block comes back from the program (free, realloc). Aborts
+    /// unless it is live; afterwards it is not.
+    @inline(__always)
+    static func takeBack(_ p: RawPointer, sizeClass c: Int, operation: StaticString) {
+        if !Variant.hardened { return }
+        let (word, bit) = bitWord(p)
+        let old = word.pointee.bitwiseAnd(~bit, ordering: .relaxed).oldValue
+        if old & bit == 0 {
+            Diagnostics.invalidPointer(p, operation: operation, reason: "not a live block: double free or interior pointer")
+        }
+        aeth_memset(p, 0, Globals.classInfo(c).pointee.blockSize)
+    }
+
+    /// Checks, without changing it, that a small block is live.
+    @inline(__always)
+    static func checkLive(_ p: RawPointer, operation: StaticString) {
+        if !Variant.hardened { return }
+        let (word, bit) = bitWord(p)
+        if word.pointee.load(ordering: .relaxed) & bit == 0 {
+            Diagnostics.invalidPointer(p, operation: operation, reason: "not a live block: freed or interior pointer")
+        }
+    }
+
+    // ---- guard pages --------------------------------------------------------
+
+    /// A new segment: the last page of its metadata slice becomes a guard.
+    static func protectSegment(_ base: RawPointer) {
+        if !Variant.hardened { return }
+        _ = aeth_protect_none(base + segmentGuardOffset, Tuning.osPageBytes)
+    }
+
+    /// Extra bytes a large mapping needs for its trailing guard page.
+    @inline(__always) static var largeTrailingGuardBytes: Int { Variant.hardened ? Tuning.osPageBytes : 0 }
+
+    /// Where a large block's data starts for `alignment`.
+    @inline(__always)
+    static func largeUserOffset(alignment: Int) -> Int {
+        if !Variant.hardened { return max(Tuning.largeHeaderBytes, alignment) }
+        // Header page, guard page, then data.
+        return max(2 * Tuning.osPageBytes, alignment)
+    }
+
+    /// Protects the guard pages of a large mapping of `mapped` bytes (the
+    /// last page) with data at `userOffset` (the page before the data).
+    static func protectLarge(_ base: RawPointer, mapped: Int, userOffset: Int) {
+        if !Variant.hardened { return }
+        _ = aeth_protect_none(base + (userOffset - Tuning.osPageBytes), Tuning.osPageBytes)
+        _ = aeth_protect_none(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
+    }
+
+    /// Around a large block's resize: its last page stops, then starts
+    /// again, being the guard.
+    static func unprotectTrailingGuard(_ base: RawPointer, mapped: Int) {
+        if !Variant.hardened { return }
+        _ = aeth_protect_read_write(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
+    }
+    static func protectTrailingGuard(_ base: RawPointer, mapped: Int) {
+        if !Variant.hardened { return }
+        _ = aeth_protect_none(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
+    }
+
+    /// Whether freed large spans may be cached (not when hardened).
+    @inline(__always) static var cachesLargeSpans: Bool { !Variant.hardened }
+    /// Whether large blocks may grow or move with mremap: not when hardened,
+    /// since the guard pages split the mapping into several VMAs and mremap
+    /// works on one. Growth then copies, with headroom (Allocator.reallocate).
+    @inline(__always) static var remapsLargeBlocks: Bool { !Variant.hardened }
+
+    // ---- free-list links ------------------------------------------------------
+
+    /// The value stored in a free block's link word at `slot`.
+    @inline(__always)
+    static func encodeLink(_ next: RawPointer?, at slot: RawPointer) -> UInt {
+        let raw = UInt(bitPattern: next)
+        if !Variant.hardened { return raw }
+        return raw ^ secret ^ (UInt(bitPattern: slot) >> 12)
+    }
+
+    /// The link stored at `slot`, decoded; aborts if it leaves `page`.
+    @inline(__always)
+    static func decodeLink(at slot: RawPointer, page: UnsafeMutablePointer<PageMeta>) -> RawPointer? {
+        let stored = slot.load(as: UInt.self)
+        if !Variant.hardened { return RawPointer(bitPattern: stored) }
+        let raw = stored ^ secret ^ (UInt(bitPattern: slot) >> 12)
+        if raw == 0 { return nil }
+        let start = UInt(bitPattern: page.pointee.start)
+        if raw < start || raw >= start + UInt(page.pointee.limitBytes) || raw & 15 != 0 {
+            Diagnostics.invalidPointer(slot, operation: "malloc", reason: "free list corrupted: a freed block was written to")
+        }
+        return RawPointer(bitPattern: raw)
+    }
+
+    @inline(__always) static var secret: UInt { Globals.process.pointee.secret }
+
+    /// Reads the per-process secret (initialisation).
+    static func loadSecret() {
+        if !Variant.hardened { return }
+        Globals.process.pointee.secret = UInt(truncatingIfNeeded: aeth_random_word()) | 1
+    }
+}
