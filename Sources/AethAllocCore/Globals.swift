@@ -13,13 +13,14 @@
 //   4096     Central[SizeClass.count], 128 bytes each (own cache lines)
 //   12288    Depot[SizeClass.count], 64 bytes each
 //   16384    SegmentManager
-//   17408    LargeCache
+//   17408    (free)
 //   18432    MetadataArena
 //   18688    the shared stack of empty magazines
 //   18944    ThreadCacheRegistry
 //   20480    GlobalMetrics (metrics variant), then per-class counts
 //   21504    PublisherState (metrics variant's statistics file)
 //   24576    the lock table: every lock of the core, 64 bytes apart
+//   28672    LargeCache and its entries
 //
 // Locks live apart from the data they protect, so plain field accesses of a
 // structure never overlap a lock word that other threads update atomically.
@@ -49,7 +50,6 @@ enum Globals {
     static let depotOffset = 12288
     static let depotStride = 64
     static let segmentManagerOffset = 16384
-    static let largeCacheOffset = 17408
     static let arenaOffset = 18432
     static let emptyMagazinesOffset = 18688
     static let registryOffset = 18944
@@ -57,7 +57,8 @@ enum Globals {
     static let publisherOffset = 21504
     static let lockTableOffset = 24576
     static let lockStride = 64
-    static let endOffset = 28672
+    static let largeCacheOffset = 28672
+    static let endOffset = 32768
 
     // Indices in the lock table.
     static let segmentLock = 0
@@ -132,7 +133,9 @@ enum Globals {
             && MemoryLayout<Depot>.size <= depotStride
             && depotOffset + depotStride * SizeClass.count <= segmentManagerOffset
             && MemoryLayout<SegmentManager>.size <= largeCacheOffset - segmentManagerOffset
-            && MemoryLayout<LargeCache>.size <= arenaOffset - largeCacheOffset
+            && MemoryLayout<LargeCache>.size <= LargeCache.entriesOffset
+            && LargeCache.entriesOffset + MemoryLayout<LargeCacheEntry>.stride * Tuning.largeCacheEntries
+                <= endOffset - largeCacheOffset
             && MemoryLayout<MetadataArena>.size <= emptyMagazinesOffset - arenaOffset
             && MemoryLayout<TaggedStack>.size <= registryOffset - emptyMagazinesOffset
             && MemoryLayout<ThreadCacheRegistry>.size <= metricsOffset - registryOffset
@@ -140,7 +143,7 @@ enum Globals {
             && GlobalMetrics.classAllocsOffset + 8 * SizeClass.count <= publisherOffset - metricsOffset
             && MemoryLayout<PublisherState>.size <= PublisherState.directoryOffset
             && publisherOffset + PublisherState.bytes <= lockTableOffset
-            && lockTableOffset + (centralLock0 + SizeClass.count) * lockStride <= endOffset
+            && lockTableOffset + (centralLock0 + SizeClass.count) * lockStride <= largeCacheOffset
             && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
             && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
             && ThreadCache.coldOffset + ThreadCache.coldStride * SizeClass.count <= ThreadCache.statsOffset

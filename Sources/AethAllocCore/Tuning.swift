@@ -68,11 +68,14 @@ enum Tuning {
     /// Header before a large block's data (sliceClass and LargeHeader).
     static let largeHeaderBytes = 256
     /// Freed large spans kept mapped for reuse: entries, and bytes per span.
-    static let largeCacheEntries = 16
+    static let largeCacheEntries = 64
     static let largeCacheMaxSpanBytes = 32 * 1024 * 1024
-    static let largeCacheMaxTotalBytes = 64 * 1024 * 1024
+    static let largeCacheMaxTotalBytes = 128 * 1024 * 1024
     /// Cached spans idle longer than this are unmapped on the next large op.
     static let largeCacheDecayMs: UInt64 = 1000
+    /// A cached span reused for a smaller block keeps at most this much
+    /// beyond the block; the rest is unmapped.
+    static let largeReuseSlackBytes = 64 * 1024
 
     // ---- internal metadata -------------------------------------------------
     static let arenaChunkBytes = 1 << 20
