@@ -13,7 +13,7 @@
   #   nix/module.nix       nixosModules.default (services.aethalloc)
   #   nix/deployments/     the gateway and workstation targets
   # Tests/nix/run-tests.sh evaluates these outputs offline against a stub
-  # nixpkgs; see docs/nix.md for what that does and does not verify.
+  # nixpkgs; see the Nix section of README.md for what that does and does not verify.
   outputs =
     { self, nixpkgs }:
     let

@@ -33,7 +33,7 @@ let
         AethAlloc needs Swift >= ${aeth.minimumSwift} (Embedded mode and the @c attribute), but this nixpkgs' swift is ${swiftVersion}.
         Either build the packages with a newer toolchain: an overlay that sets `swift` and `swiftpm` (then use `aethalloc.overlays.default`), or `.override { swift = ...; swiftpm = ...; }`;
         or build with a swift.org toolchain (`swift build -c release`) and preload that library: `aethalloc.lib.withAethAlloc { library = "/path/to/libaethalloc.so"; ... }`, `aethalloc.lib.prebuilt { inherit pkgs; dir = ./libs; }`, or the NixOS option `services.aethalloc.libraryPath`.
-        See docs/nix.md.
+        See the Nix section of README.md.
       '';
 
   libraries = map aeth.libraryFile aeth.variantNames;

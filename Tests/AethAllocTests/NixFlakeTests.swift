@@ -2,7 +2,7 @@
 // every Nix file parses, and the flake's outputs, evaluated against the stub
 // nixpkgs in Tests/nix/stub-nixpkgs, have the packages, library paths,
 // wrappers, NixOS module options and systemd LD_PRELOAD environment that
-// docs/nix.md describes. Nothing is fetched or built.
+// the Nix section of README.md describes. Nothing is fetched or built.
 //
 // Needs nix-instantiate on PATH (Debian: `apt-get install -y nix-bin`).
 

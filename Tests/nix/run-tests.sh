@@ -106,7 +106,7 @@ h="import $here/harness.nix"
 
 expect_error "swift 5.10.1: the build says Swift >= 6.3 is needed and what to do" \
     "($h { swiftVersion = \"5.10.1\"; }).self.packages.x86_64-linux.aethalloc-cli.nativeBuildInputs" \
-    "AethAlloc needs Swift >= 6.3" "this nixpkgs' swift is 5.10.1" "overlays.default" "lib.withAethAlloc" "docs/nix.md"
+    "AethAlloc needs Swift >= 6.3" "this nixpkgs' swift is 5.10.1" "overlays.default" "lib.withAethAlloc" "README.md"
 expect_error "swift 6.2.4 is too old too" \
     "($h { swiftVersion = \"6.2.4\"; }).self.packages.x86_64-linux.aethalloc-cli.nativeBuildInputs" \
     "AethAlloc needs Swift >= 6.3"
