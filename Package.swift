@@ -74,7 +74,7 @@ let package = Package(
         variant("AethAllocSimple", dir: "simple"),
         variant("AethAllocMetrics", dir: "metrics"),
         variant("AethAllocHardened", dir: "hardened"),
-        // The `aethalloc` command: run, A/B compare, bench, stat.
+        // The `aethalloc-cli` command: run, ab, bench, stat, metrics.
         .executableTarget(name: "AethAllocTool", dependencies: ["AethAllocToolCore"], path: "Sources/aethalloc"),
         .target(name: "AethAllocToolCore", dependencies: ["CAethAllocStatsFormat"], path: "Sources/AethAllocToolCore"),
         .testTarget(name: "AethAllocToolTests", dependencies: ["AethAllocToolCore"], path: "Tests/AethAllocToolTests"),

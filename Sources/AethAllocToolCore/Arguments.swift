@@ -38,12 +38,70 @@ public struct BenchOptions: Equatable, Sendable {
     public var effectiveThreads: [Int] { threads ?? (quick ? [2] : [1, 2, 4, 8]) }
 }
 
+/// `aethalloc-cli stat`.
+public struct StatOptions: Equatable, Sendable {
+    /// nil: every process publishing in the directory.
+    public var pid: Int32?
+    public var once = false
+    /// One JSON document (implies `once`).
+    public var json = false
+    /// Seconds between the two snapshots of `--once`/`--json`, and between
+    /// redraws otherwise.
+    public var interval: Double = 1
+    /// nil: $AETHALLOC_STATS_DIR, else /dev/shm.
+    public var dir: String?
+    public init() {}
+}
+
+/// A host and port to listen on.
+public struct ListenAddress: Equatable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public static let defaultMetrics = ListenAddress(host: "127.0.0.1", port: 9091)
+
+    /// `HOST:PORT`, `[IPV6]:PORT`, or `:PORT` (loopback).
+    public static func parse(_ s: String) -> ListenAddress? {
+        guard let colon = s.lastIndex(of: ":") else { return nil }
+        var host = String(s[..<colon])
+        let portText = s[s.index(after: colon)...]
+        guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
+            let port = UInt16(portText)
+        else { return nil }
+        if host.hasPrefix("[") && host.hasSuffix("]") && host.count > 2 {
+            host = String(host.dropFirst().dropLast())
+        } else if host.contains(":") || host.contains("[") || host.contains("]") {
+            return nil  // an IPv6 address needs brackets
+        }
+        if host.isEmpty { host = "127.0.0.1" }
+        guard !host.contains(where: { $0.isWhitespace || $0 == "/" }) else { return nil }
+        return ListenAddress(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// `aethalloc-cli metrics`.
+public struct MetricsOptions: Equatable, Sendable {
+    public var listen = ListenAddress.defaultMetrics
+    /// nil: $AETHALLOC_STATS_DIR, else /dev/shm.
+    public var dir: String?
+    public init() {}
+}
+
 public enum Command: Equatable, Sendable {
     /// Help, in general or on one command.
     case help(String?)
     case run(RunOptions)
     case ab(ABOptions)
     case bench(BenchOptions)
+    case stat(StatOptions)
+    case metrics(MetricsOptions)
 }
 
 /// Bad usage: reported in one line, exit status 2.
@@ -65,7 +123,7 @@ public struct UsageError: Error, Equatable {
 }
 
 public enum Arguments {
-    public static let commands = ["run", "ab", "bench", "help"]
+    public static let commands = ["run", "ab", "bench", "stat", "metrics", "help"]
 
     /// Parses the arguments after the program name.
     public static func parse(_ args: [String]) throws(UsageError) -> Command {
@@ -74,14 +132,16 @@ public enum Arguments {
         switch first {
         case "help", "--help", "-h":
             guard let topic = rest.first else { return .help(nil) }
-            guard ["run", "ab", "bench"].contains(topic) else { throw UsageError("no help on '\(topic)': unknown command") }
+            guard commands.dropLast().contains(topic) else { throw UsageError("no help on '\(topic)': unknown command") }
             return .help(topic)
         case "run": return try parseRun(rest)
         case "ab": return try parseAB(rest)
         case "bench": return try parseBench(rest)
+        case "stat": return try parseStat(rest)
+        case "metrics": return try parseMetrics(rest)
         default:
             if first.hasPrefix("-") { throw UsageError("unknown option '\(first)'") }
-            throw UsageError("unknown command '\(first)' (commands: run, ab, bench, help)")
+            throw UsageError("unknown command '\(first)' (commands: \(commands.joined(separator: ", ")))")
         }
     }
 
@@ -232,5 +292,82 @@ public enum Arguments {
             throw UsageError("unexpected argument '\(t[0])'", command: "bench")
         }
         return .bench(o)
+    }
+
+    static func parseStat(_ args: [String]) throws(UsageError) -> Command {
+        var o = StatOptions()
+        // Options may come before or after the PID: `stat 1234 --once`.
+        var s = Scanner(command: "stat", args: args)
+        var intervalGiven = false
+        var positional: [String] = []
+        var afterDashes = false
+        while s.index < args.count {
+            let a = args[s.index]
+            s.index += 1
+            if afterDashes || !a.hasPrefix("-") || a == "-" {
+                positional.append(a)
+                continue
+            }
+            if a == "--" {
+                afterDashes = true
+                continue
+            }
+            var opt: (name: String, inline: String?) = (a, nil)
+            if a.hasPrefix("--"), let eq = a.firstIndex(of: "=") {
+                opt = (String(a[..<eq]), String(a[a.index(after: eq)...]))
+            }
+            switch opt.name {
+            case _ where isHelp(opt.name): return .help("stat")
+            case "--once": try s.noValue(opt); o.once = true
+            case "--json": try s.noValue(opt); o.json = true
+            case "--interval":
+                o.interval = try seconds(s.value(opt), option: "--interval", command: "stat")
+                intervalGiven = true
+            case "--dir":
+                let d = try s.value(opt)
+                if d.isEmpty { throw UsageError("--dir wants a directory", command: "stat") }
+                o.dir = d
+            default: throw UsageError("unknown option '\(opt.name)'", command: "stat")
+            }
+        }
+        if positional.count > 1 { throw UsageError("unexpected argument '\(positional[1])' (one PID at most)", command: "stat") }
+        if let p = positional.first {
+            guard p.allSatisfy({ $0.isASCII && $0.isNumber }), let pid = Int32(p), pid > 0 else {
+                throw UsageError("PID wants a process id, not '\(p)'", command: "stat")
+            }
+            o.pid = pid
+        }
+        if o.json { o.once = true }
+        if intervalGiven, !o.once, o.interval < 0.1 {
+            throw UsageError("--interval wants at least 0.1 seconds when refreshing, not '\(o.interval)'", command: "stat")
+        }
+        if o.interval > 86400 { throw UsageError("--interval wants at most 86400 seconds", command: "stat") }
+        return .stat(o)
+    }
+
+    static func parseMetrics(_ args: [String]) throws(UsageError) -> Command {
+        var o = MetricsOptions()
+        var s = Scanner(command: "metrics", args: args)
+        var trailing: [String]?
+        while let opt = s.nextOption(trailing: &trailing) {
+            switch opt.name {
+            case _ where isHelp(opt.name): return .help("metrics")
+            case "--listen":
+                let v = try s.value(opt)
+                guard let a = ListenAddress.parse(v) else {
+                    throw UsageError("--listen wants HOST:PORT or :PORT (port 0 to 65535), not '\(v)'", command: "metrics")
+                }
+                o.listen = a
+            case "--dir":
+                let d = try s.value(opt)
+                if d.isEmpty { throw UsageError("--dir wants a directory", command: "metrics") }
+                o.dir = d
+            default: throw UsageError("unknown option '\(opt.name)'", command: "metrics")
+            }
+        }
+        if let t = trailing, !t.isEmpty {
+            throw UsageError("unexpected argument '\(t[0])'", command: "metrics")
+        }
+        return .metrics(o)
     }
 }

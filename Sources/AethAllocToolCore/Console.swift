@@ -13,21 +13,24 @@ public final class Console: @unchecked Sendable {
     private var errText = ""
     /// Whether stderr is a terminal (progress lines are then redrawn in place).
     public let errIsTTY: Bool
+    /// Whether stdout is a terminal (`stat` then redraws the screen).
+    public let outIsTTY: Bool
     private var progressShown = false
 
-    private init(capture: Bool, errIsTTY: Bool) {
+    private init(capture: Bool, errIsTTY: Bool, outIsTTY: Bool) {
         self.capture = capture
         self.errIsTTY = errIsTTY
+        self.outIsTTY = outIsTTY
     }
 
     /// The process's stdout and stderr.
     public static func standard() -> Console {
-        Console(capture: false, errIsTTY: isatty(2) != 0)
+        Console(capture: false, errIsTTY: isatty(2) != 0, outIsTTY: isatty(1) != 0)
     }
 
     /// A console that records output, for tests.
     public static func capturing() -> Console {
-        Console(capture: true, errIsTTY: false)
+        Console(capture: true, errIsTTY: false, outIsTTY: false)
     }
 
     public var capturedOut: String { lock.withLock { outText } }

@@ -1,19 +1,23 @@
 /// The help texts.
 public enum Help {
     public static let general = """
-        aethalloc-cli: run and compare programs under AethAlloc and other allocators
+        aethalloc-cli: run, compare and watch programs under AethAlloc and other allocators
 
         Usage:
           aethalloc-cli run [--variant VARIANT] -- CMD ARGS...
           aethalloc-cli ab [--with LIST] [--runs N] [--json] -- CMD ARGS...
           aethalloc-cli bench [--quick] [--only NAMES] [--with LIST] [--runs N]
                               [--threads LIST] [--out DIR] [--report-only DIR]
+          aethalloc-cli stat [PID] [--once] [--json] [--interval SEC] [--dir DIR]
+          aethalloc-cli metrics [--listen HOST:PORT] [--dir DIR]
           aethalloc-cli help [COMMAND]
 
         Commands:
-          run     run a program with an AethAlloc variant preloaded
-          ab      A/B compare one program across allocators (time, CPU, peak RSS)
-          bench   build and run the C benchmark suite, write results and a report
+          run      run a program with an AethAlloc variant preloaded
+          ab       A/B compare one program across allocators (time, CPU, peak RSS)
+          bench    build and run the C benchmark suite, write results and a report
+          stat     live allocator statistics of running programs, like top
+          metrics  serve those statistics to Prometheus over HTTP
 
         Allocators: glibc (nothing preloaded); the peers jemalloc, mimalloc,
         tcmalloc, from Debian packages:
@@ -108,11 +112,88 @@ public enum Help {
 
         """
 
+    public static let stat = """
+        Usage: aethalloc-cli stat [PID] [options]
+
+        Shows the allocator statistics that programs running under
+        libaethalloc-metrics.so publish, one row per process (or only PID),
+        redrawn every interval until Ctrl-C:
+
+          pid, command, variant   who publishes
+          allocs/s, frees/s       rates between the last two snapshots
+          in use, peak            bytes handed out and not freed, and their peak
+          mapped, returned        bytes ever mapped from and given back to the OS
+          cache hits              small allocations served by the thread cache
+
+        A program publishes when it runs with libaethalloc-metrics.so preloaded
+        (e.g. 'aethalloc-cli run --variant metrics -- CMD') and either
+        $AETHALLOC_STATS_DIR is set or /dev/shm is writable. Files of processes
+        that are gone are removed; unreadable files are reported on stderr.
+
+        Options:
+          --once            print one table and exit: two snapshots --interval
+                            apart (default 1 s; 0: one snapshot, no rates)
+          --json            like --once, as one JSON document: the raw counters
+                            (C field names), rates and errors of each process
+          --interval SEC    seconds between redraws, or between the two
+                            snapshots of --once (default 1)
+          --dir DIR         where the statistics files are (default
+                            $AETHALLOC_STATS_DIR, else /dev/shm)
+          -h, --help        this help
+
+        Exit status: 0; 1 if a file could not be read or PID publishes nothing;
+        2 on bad usage.
+
+        Example:
+          aethalloc-cli stat --once
+
+        """
+
+    public static let metrics = """
+        Usage: aethalloc-cli metrics [--listen HOST:PORT] [--dir DIR]
+
+        Serves the statistics of every process publishing in DIR (see 'stat')
+        over HTTP in the Prometheus text format (version 0.0.4) on GET
+        /metrics, read afresh at each scrape. Each process's series carry the
+        labels pid, command and variant:
+
+          counters  aethalloc_allocs_total, aethalloc_frees_total,
+                    aethalloc_cache_hits_total, aethalloc_cache_misses_total,
+                    aethalloc_direct_allocs_total, aethalloc_mapped_bytes_total,
+                    aethalloc_returned_bytes_total,
+                    aethalloc_depot_transfers_total,
+                    aethalloc_threads_exited_total
+          gauges    aethalloc_bytes_in_use, aethalloc_peak_bytes_in_use
+
+        and the exporter adds aethalloc_processes and
+        aethalloc_exporter_errors_total{kind="directory"|"file"|"request"}.
+        Unreadable files are skipped (one line on stderr, and counted); bad
+        requests get 400. Stops on Ctrl-C or SIGTERM.
+
+        Options:
+          --listen HOST:PORT  address to listen on (default 127.0.0.1:9091;
+                              ':PORT' means 127.0.0.1, '[::1]:PORT' for IPv6,
+                              port 0 picks a free one)
+          --dir DIR           where the statistics files are (default
+                              $AETHALLOC_STATS_DIR, else /dev/shm)
+          -h, --help          this help
+
+        Exit status: 0 when stopped by a signal; 1 if the address cannot be
+        listened on (e.g. the port is in use); 2 on bad usage.
+
+        Example:
+          aethalloc-cli metrics --listen :9091 &
+          curl -s http://127.0.0.1:9091/metrics
+
+        """
+
     public static func text(for topic: String?) -> String {
         switch topic {
         case "run": return run
         case "ab": return ab
         case "bench": return bench
+        case "stat": return stat
+        case "metrics": return metrics
         default: return general
         }
     }

@@ -43,6 +43,12 @@ public enum AethAllocTool {
             case .bench(let o):
                 commandName = "bench"
                 return try BenchCommand.run(o, invocation: argv, locator: locator ?? .current(), console: console)
+            case .stat(let o):
+                commandName = "stat"
+                return try StatCommand.run(o, console: console)
+            case .metrics(let o):
+                commandName = "metrics"
+                return try MetricsCommand.run(o, console: console)
             }
         } catch let e as UsageError {
             console.errLine(e.line)
