@@ -50,7 +50,10 @@ enum Allocator {
         }
         if n > maxRequest { return outOfMemory() }
         Runtime.ensureInitialized()
-        return Large.allocate(size: Int(bitPattern: n), alignment: 16, zeroed: false) ?? outOfMemory()
+        let size = Int(bitPattern: n)
+        if let p = Large.allocate(size: size, alignment: 16, zeroed: false) { return p }
+        if releaseForRetry(), let p = Large.allocate(size: size, alignment: 16, zeroed: false) { return p }
+        return outOfMemory()
     }
 
     /// The cache had nothing for class `c`. Before the thread's first
@@ -66,10 +69,20 @@ enum Allocator {
             Runtime.ensureInitialized()
             c = SizeClass.index(of: Int(bitPattern: n))
         }
-        guard let p = ThreadCache.allocate(c) else { return outOfMemory() }
+        guard let p = ThreadCache.allocate(c) ?? (releaseForRetry() ? ThreadCache.allocate(c) : nil) else {
+            return outOfMemory()
+        }
         Hardening.handOut(p)
         OS.errno = saved
         return p
+    }
+
+    /// The OS refused memory: give back what malloc_trim would (cached
+    /// blocks, empty pages and segments, cached large spans) so a retry can
+    /// succeed under an address-space limit. True if anything was released.
+    @inline(never)
+    static func releaseForRetry() -> Bool {
+        trim()
     }
 
     /// A block of class `c` (used by the aligned path).

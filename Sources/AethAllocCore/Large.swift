@@ -69,7 +69,9 @@ enum Large {
     /// With `zeroed`, its first `size` bytes read as zero.
     static func allocate(size: Int, alignment: Int, zeroed: Bool) -> RawPointer? {
         let userOffset = Hardening.largeUserOffset(alignment: alignment)
-        guard var needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
+        // At least one byte: a zero-size block with a large alignment would
+        // otherwise start exactly at the end of its own mapping.
+        guard var needed = mappedBytes(size: max(size, 1), userOffset: userOffset) else { return nil }
         needed += Hardening.largeTrailingGuardBytes
         let baseAlignment = max(Tuning.segmentBytes, alignment)
         if userOffset >> Tuning.segmentShift > 200 { return nil }  // alignment beyond 800 MiB

@@ -1,0 +1,201 @@
+// Reliability (issue 6): the stress, fork-storm, thread-lifetime and
+// memory-limit programs in Tests/blackbox and the API fuzzer in Tests/fuzz,
+// each run under every built variant and, as a check of the tests
+// themselves, under glibc's malloc (no preload). See the Reliability section of README.md.
+//
+// CI runs short modes (a few seconds per program). Longer runs:
+//
+//   AETHALLOC_SOAK_SECONDS=600 AETHALLOC_SOAK_THREADS=8   soak and fork storm
+//   AETHALLOC_FUZZ_ITERATIONS=5000000                      fuzz operations per seed (0: no limit; 100000)
+//   AETHALLOC_FUZZ_SECONDS=300                             fuzz time limit per seed (default none)
+//   AETHALLOC_FUZZ_SEEDS=1,2,3                             fuzz seeds (default 1)
+//
+// e.g. `AETHALLOC_SOAK_SECONDS=600 swift test --filter ReliabilityTests`.
+
+import Foundation
+import Testing
+
+// MARK: - Settings
+
+enum RLSettings {
+    static let environment = ProcessInfo.processInfo.environment
+
+    static func number(_ name: String, default value: Double) -> Double {
+        guard let text = environment[name], !text.isEmpty else { return value }
+        return Double(text) ?? value
+    }
+
+    /// Seconds of the soak and fork-storm runs.
+    static var soakSeconds: Double { max(0.5, number("AETHALLOC_SOAK_SECONDS", default: 2)) }
+    /// Worker threads of the soak run.
+    static var soakThreads: Int { max(1, min(64, Int(number("AETHALLOC_SOAK_THREADS", default: 4)))) }
+    /// Fuzz operations per seed (0: limited by AETHALLOC_FUZZ_SECONDS only).
+    static var fuzzIterations: Int { max(0, Int(number("AETHALLOC_FUZZ_ITERATIONS", default: 100_000))) }
+    /// Fuzz time limit per seed in seconds (0: none; 60 when the iterations are unlimited too).
+    static var fuzzSeconds: Double {
+        let s = max(0, number("AETHALLOC_FUZZ_SECONDS", default: 0))
+        return s == 0 && fuzzIterations == 0 ? 60 : s
+    }
+    /// Fuzz seeds.
+    static var fuzzSeeds: [UInt64] {
+        let list = (environment["AETHALLOC_FUZZ_SEEDS"] ?? "1").split(separator: ",").compactMap {
+            UInt64($0.trimmingCharacters(in: .whitespaces))
+        }
+        return list.isEmpty ? [1] : list
+    }
+
+    /// A run's timeout: its own length plus generous slack (2 cores, tests in parallel).
+    static func timeout(forSeconds seconds: Double) -> Duration { .seconds(Int(seconds * 3) + 180) }
+}
+
+// MARK: - Targets: every variant, and glibc
+
+/// Where a program runs: under a built variant, or with glibc's malloc.
+struct RLTarget: Sendable, CustomTestStringConvertible {
+    let variant: BBVariant?
+
+    static let all: [RLTarget] = BBVariant.all.map { RLTarget(variant: $0) } + [RLTarget(variant: nil)]
+
+    var testDescription: String { variant?.testDescription ?? "glibc (no preload)" }
+    var expectedName: String { variant?.expectedName ?? "none" }
+    func preload() throws -> String? { try variant?.libraryPath() }
+}
+
+// MARK: - Programs
+
+enum RLProgram: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    /// Time-bounded stress; threads killed and re-created while their blocks live on.
+    case soak
+    /// Forks from several threads at once while others allocate.
+    case forkStorm = "fork_storm"
+    /// Thousands of detached thread lifetimes freeing dead threads' blocks.
+    case threadLifetimes = "thread_lifetimes"
+    /// Allocation under RLIMIT_AS: NULL/ENOMEM, no crash, recovery.
+    case oom
+
+    var testDescription: String { rawValue }
+
+    var arguments: [String] {
+        switch self {
+        case .soak: ["seconds=\(RLSettings.soakSeconds)", "threads=\(RLSettings.soakThreads)"]
+        case .forkStorm: ["seconds=\(RLSettings.soakSeconds)", "forkers=3", "workers=2"]
+        case .threadLifetimes: ["threads=10000", "concurrent=32"]
+        case .oom: ["headroom_mib=256"]
+        }
+    }
+
+    var timeout: Duration {
+        switch self {
+        case .soak, .forkStorm: RLSettings.timeout(forSeconds: RLSettings.soakSeconds)
+        case .threadLifetimes, .oom: .seconds(180)
+        }
+    }
+}
+
+/// The fuzzer, built from Tests/fuzz like the black-box programs.
+enum RLFuzz {
+    static func executable() async throws -> String {
+        try await BBOnce.shared.value("fuzz:api_fuzz") {
+            let source = BBPaths.packageRoot.appendingPathComponent("Tests/fuzz/api_fuzz.c")
+            let exe = try BBScratch.directory("fuzz-bin").appendingPathComponent("api_fuzz").path
+            let result = try await BBProcess.run(
+                BBBuild.compiler, ["-O1", "-g", "-pthread", "-Wall", "-o", exe, source.path, "-ldl"],
+                timeout: .seconds(300))
+            guard result.succeeded else { throw BBFailure("compiling Tests/fuzz/api_fuzz.c failed:\n\(result.report)") }
+            return exe
+        }
+    }
+}
+
+/// Expects the run to have used the target's allocator (the variant line).
+func rlExpectVariant(_ result: BBProcessOutput, _ target: RLTarget, sourceLocation: SourceLocation = #_sourceLocation) {
+    let line = result.stdoutLines.first { $0.hasPrefix("aethalloc_variant=") }
+    #expect(
+        line == "aethalloc_variant=\(target.expectedName)",
+        "did not run under \(target.testDescription): printed \(line ?? "no variant line")\n\(result.report)",
+        sourceLocation: sourceLocation)
+}
+
+// MARK: - Tests
+
+@Suite("Reliability: stress, fork storm, thread lifetimes, memory limits, API fuzzing")
+struct ReliabilityTests {
+    @Test("Program passes", arguments: RLTarget.all, RLProgram.allCases)
+    func program(_ target: RLTarget, _ program: RLProgram) async throws {
+        let preload = try target.preload()
+        let executable = try await BBBuild.executable(program.rawValue)
+        let result = try await BBProcess.run(executable, program.arguments, preload: preload, timeout: program.timeout)
+        #expect(
+            result.succeeded,
+            "\(program.rawValue) failed under \(target.testDescription): \(result.outcome) \(result.failLines.joined(separator: " "))\n\(result.report)"
+        )
+        rlExpectVariant(result, target)
+        if program == .oom {
+            // A block freed must be memory the program can have again: after
+            // freeing everything, one block of half the headroom must fit.
+            // The program reports a failure of that on a "RECOVERY:" line and
+            // goes on. When the OS refuses memory, the allocator releases
+            // what malloc_trim(0) would and retries; the simple variant never
+            // unmaps small-block segments (its lock-free pool may read a
+            // block another thread took), so there the address space stays
+            // taken: a known issue of that variant (README, Limits).
+            let recovery = result.stdoutLines.filter { $0.hasPrefix("RECOVERY:") }
+            let message = "\(target.testDescription):\n\(recovery.joined(separator: "\n"))"
+            if target.variant?.expectedName != "simple" {
+                #expect(recovery.isEmpty, "\(message)")
+            } else {
+                withKnownIssue(
+                    "freed small-block memory is not reusable for a large block under RLIMIT_AS", isIntermittent: true
+                ) {
+                    #expect(recovery.isEmpty, "\(message)")
+                }
+            }
+        }
+    }
+
+    @Test("API fuzzer agrees with its shadow model", arguments: RLTarget.all)
+    func fuzz(_ target: RLTarget) async throws {
+        let preload = try target.preload()
+        let executable = try await RLFuzz.executable()
+        for seed in RLSettings.fuzzSeeds {
+            var args = ["seed=\(seed)", "iterations=\(RLSettings.fuzzIterations)"]
+            if RLSettings.fuzzSeconds > 0 { args.append("seconds=\(RLSettings.fuzzSeconds)") }
+            let expected = RLSettings.fuzzSeconds > 0 ? RLSettings.fuzzSeconds : Double(RLSettings.fuzzIterations) / 20_000
+            let result = try await BBProcess.run(
+                executable, args, preload: preload, timeout: RLSettings.timeout(forSeconds: expected))
+            #expect(
+                result.succeeded,
+                """
+                api_fuzz failed under \(target.testDescription): \(result.outcome) \(result.failLines.joined(separator: " "))
+                reproduce: cc -O1 -g -pthread -o api_fuzz Tests/fuzz/api_fuzz.c -ldl && \
+                \(preload.map { "LD_PRELOAD=\($0) " } ?? "")./api_fuzz \(args.joined(separator: " "))
+                \(result.report)
+                """
+            )
+            rlExpectVariant(result, target)
+            if result.succeeded {
+                let done = result.stdoutLines.first { $0.hasPrefix("api_fuzz: seed=") }
+                #expect(done != nil, "api_fuzz printed no summary\n\(result.report)")
+            }
+        }
+    }
+
+    /// The fuzzer's operation sequence depends only on the seed: the same
+    /// per-operation counts under every allocator (random part only).
+    @Test("API fuzzer is deterministic across allocators")
+    func fuzzIsDeterministic() async throws {
+        let executable = try await RLFuzz.executable()
+        let args = ["seed=7", "iterations=20000", "edge=0"]
+        let plain = try await BBProcess.run(executable, args)
+        try #require(plain.succeeded, "\(plain.report)")
+        let counts = plain.stdoutLines.first { $0.hasPrefix("api_fuzz: malloc=") }
+        #expect(counts != nil, "\(plain.report)")
+        for variant in BBVariant.found {
+            let run = try await BBProcess.run(executable, args, preload: try variant.libraryPath())
+            #expect(run.succeeded, "\(run.report)")
+            #expect(
+                run.stdoutLines.first { $0.hasPrefix("api_fuzz: malloc=") } == counts,
+                "operation counts differ under \(variant.testDescription):\n\(plain.stdoutText)\n\(run.stdoutText)")
+        }
+    }
+}
