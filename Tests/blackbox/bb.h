@@ -158,4 +158,61 @@ __attribute__((unused)) static size_t bb_rss_bytes(void) {
     return rss_pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+
+/* "key=value" arguments: true and *value set when `a` is `key=...`. */
+__attribute__((unused)) static int bb_arg(const char *a, const char *key, const char **value) {
+    size_t n = strlen(key);
+    if (strncmp(a, key, n) == 0 && a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A random size: 90% up to 1 KiB, 9% up to `mid` more, 1% a large block of
+ * up to `large` more. */
+__attribute__((unused)) static size_t bb_rand_size(uint64_t *rs, size_t mid, size_t large) {
+    uint64_t r = bb_rand(rs) % 100;
+    if (r < 90) return 1 + (size_t)(bb_rand(rs) % 1024);
+    if (r < 99) return 1025 + (size_t)(bb_rand(rs) % mid);
+    return 65537 + (size_t)(bb_rand(rs) % large);
+}
+
+/* Allocates, fills, verifies and frees `ops` blocks (malloc, calloc, realloc)
+ * with up to `slots` (<= 64) alive at a time, verifying every block before it
+ * is freed or reallocated. */
+__attribute__((unused)) static void bb_churn(uint64_t *rs, int ops, const char *who, int slots, size_t mid,
+                                             size_t large) {
+    void *live[64] = {0};
+    size_t n[64] = {0};
+    if (slots > 64) slots = 64;
+    for (int i = 0; i < ops; i++) {
+        int k = (int)(bb_rand(rs) % (uint64_t)slots);
+        if (live[k]) {
+            size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
+            BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
+            if (bb_rand(rs) % 4 == 0) {
+                size_t nn = bb_rand_size(rs, mid, large);
+                unsigned char *q = realloc(live[k], nn);
+                BB_CHECK(q != NULL, "%s: realloc(%zu) failed", who, nn);
+                live[k] = q;
+                n[k] = nn;
+                bb_fill(q, nn, (uintptr_t)q);
+                continue;
+            }
+            free(live[k]);
+        }
+        n[k] = bb_rand_size(rs, mid, large);
+        live[k] = (bb_rand(rs) % 8 == 0) ? calloc(1, n[k]) : malloc(n[k]);
+        BB_CHECK(live[k] != NULL, "%s: allocation of %zu bytes failed", who, n[k]);
+        bb_fill(live[k], n[k], (uintptr_t)live[k]);
+    }
+    for (int k = 0; k < slots; k++) {
+        if (!live[k]) continue;
+        size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
+        BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
+        free(live[k]);
+    }
+}
+
 #endif

@@ -31,40 +31,10 @@ static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
 static void lock_shared(void) { pthread_mutex_lock(&shared_lock); }
 static void unlock_shared(void) { pthread_mutex_unlock(&shared_lock); }
 
-static size_t rand_size(uint64_t *rs) {
-    uint64_t r = bb_rand(rs) % 100;
-    if (r < 90) return 1 + (size_t)(bb_rand(rs) % 1024);
-    if (r < 99) return 1025 + (size_t)(bb_rand(rs) % 16384);
-    return 65537 + (size_t)(bb_rand(rs) % (1 << 18));
-}
 
-/* Allocate, fill, verify and free `ops` blocks, keeping up to 64 alive. */
-static void churn(uint64_t *rs, int ops, const char *who) {
-    void *live[64] = {0};
-    size_t n[64] = {0};
-    for (int i = 0; i < ops; i++) {
-        int k = (int)(bb_rand(rs) % 64);
-        if (live[k]) {
-            size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
-            BB_CHECK(bad == (size_t)-1, "%s: block of %zu corrupted at %zu", who, n[k], bad);
-            if (bb_rand(rs) % 4 == 0) {
-                size_t nn = rand_size(rs);
-                unsigned char *q = realloc(live[k], nn);
-                BB_CHECK(q != NULL, "%s: realloc failed", who);
-                live[k] = q;
-                n[k] = nn;
-                bb_fill(q, nn, (uintptr_t)q);
-                continue;
-            }
-            free(live[k]);
-        }
-        n[k] = rand_size(rs);
-        live[k] = (bb_rand(rs) % 8 == 0) ? calloc(1, n[k]) : malloc(n[k]);
-        BB_CHECK(live[k] != NULL, "%s: allocation of %zu failed", who, n[k]);
-        bb_fill(live[k], n[k], (uintptr_t)live[k]);
-    }
-    for (int k = 0; k < 64; k++) free(live[k]);
-}
+
+/* Allocate, fill, verify and free `ops` blocks, up to 64 alive at a time. */
+static void churn(uint64_t *rs, int ops, const char *who) { bb_churn(rs, ops, who, 64, 16384, (1 << 18)); }
 
 static void *child_thread(void *arg) {
     uint64_t rs = (uint64_t)(uintptr_t)arg;
@@ -125,7 +95,7 @@ static void check_child(pid_t pid, int i, const char *who) {
 
 static void do_fork(int i, const char *who) {
     uint64_t rs = (uint64_t)i * 7919 + 17;
-    size_t n = rand_size(&rs);
+    size_t n = bb_rand_size(&rs, 16384, (1 << 18));
     void *p = malloc(n);
     BB_CHECK(p != NULL, "malloc failed");
     bb_fill(p, n, (uintptr_t)p);
@@ -148,7 +118,7 @@ static void *worker(void *arg) {
         churn(&rs, 200, "worker");
         /* Swap a block through the shared array: cross-thread frees. */
         int k = (int)(bb_rand(&rs) % NSHARED);
-        size_t n = rand_size(&rs);
+        size_t n = bb_rand_size(&rs, 16384, (1 << 18));
         void *p = malloc(n);
         BB_CHECK(p != NULL, "worker: malloc failed");
         bb_fill(p, n, (uintptr_t)p);

@@ -43,45 +43,10 @@ static void unlock_shared(void) { pthread_mutex_unlock(&shared_lock); }
 static long forks_done[MAX_FORKERS], worker_ops[MAX_WORKERS];
 static unsigned long long g_seed = 1;
 
-static size_t rand_size(uint64_t *rs) {
-    uint64_t r = bb_rand(rs) % 100;
-    if (r < 90) return 1 + (size_t)(bb_rand(rs) % 1024);
-    if (r < 99) return 1025 + (size_t)(bb_rand(rs) % 32768);
-    return 65537 + (size_t)(bb_rand(rs) % (1 << 19));
-}
+
 
 /* Allocate, fill, verify and free `ops` blocks, up to 48 alive at a time. */
-static void churn(uint64_t *rs, int ops, const char *who) {
-    void *live[48] = {0};
-    size_t n[48] = {0};
-    for (int i = 0; i < ops; i++) {
-        int k = (int)(bb_rand(rs) % 48);
-        if (live[k]) {
-            size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
-            BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
-            if (bb_rand(rs) % 4 == 0) {
-                size_t nn = rand_size(rs);
-                unsigned char *q = realloc(live[k], nn);
-                BB_CHECK(q != NULL, "%s: realloc(%zu) failed", who, nn);
-                live[k] = q;
-                n[k] = nn;
-                bb_fill(q, nn, (uintptr_t)q);
-                continue;
-            }
-            free(live[k]);
-        }
-        n[k] = rand_size(rs);
-        live[k] = (bb_rand(rs) % 8 == 0) ? calloc(1, n[k]) : malloc(n[k]);
-        BB_CHECK(live[k] != NULL, "%s: allocation of %zu bytes failed", who, n[k]);
-        bb_fill(live[k], n[k], (uintptr_t)live[k]);
-    }
-    for (int k = 0; k < 48; k++) {
-        if (!live[k]) continue;
-        size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
-        BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
-        free(live[k]);
-    }
-}
+static void churn(uint64_t *rs, int ops, const char *who) { bb_churn(rs, ops, who, 48, 32768, (1 << 19)); }
 
 static void *child_thread(void *arg) {
     uint64_t rs = (uint64_t)(uintptr_t)arg;
@@ -135,7 +100,7 @@ static void child_work(uint64_t rs, void *mine, size_t mine_n, int depth) {
     churn(&rs, 400, depth ? "grandchild" : "child");
     if (with_thread) pthread_join(t, NULL);
     if (depth == 0 && bb_rand(&rs) % 8 == 0) {
-        size_t n = rand_size(&rs);
+        size_t n = bb_rand_size(&rs, 32768, (1 << 19));
         void *p = malloc(n);
         BB_CHECK(p != NULL, "child: malloc failed");
         bb_fill(p, n, (uintptr_t)p);
@@ -157,7 +122,7 @@ static void *forker(void *arg) {
     int id = (int)(uintptr_t)arg;
     uint64_t rs = g_seed * 0x9E3779B97F4A7C15ull + (uint64_t)id * 131 + 5;
     while (!stop) {
-        size_t n = rand_size(&rs);
+        size_t n = bb_rand_size(&rs, 32768, (1 << 19));
         void *p = malloc(n);
         BB_CHECK(p != NULL, "forker: malloc failed");
         bb_fill(p, n, (uintptr_t)p);
@@ -184,7 +149,7 @@ static void *worker(void *arg) {
     while (!stop) {
         churn(&rs, 100, "worker");
         int k = (int)(bb_rand(&rs) % NSHARED);
-        size_t n = rand_size(&rs);
+        size_t n = bb_rand_size(&rs, 32768, (1 << 19));
         void *p = malloc(n);
         BB_CHECK(p != NULL, "worker: malloc failed");
         bb_fill(p, n, (uintptr_t)p);
@@ -204,14 +169,6 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static int arg(const char *a, const char *key, const char **value) {
-    size_t n = strlen(key);
-    if (strncmp(a, key, n) == 0 && a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    return 0;
-}
 
 int main(int argc, char **argv) {
     bb_print_variant();
@@ -219,10 +176,10 @@ int main(int argc, char **argv) {
     int forkers = 3, workers = 2;
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (arg(argv[i], "seconds", &v)) seconds = strtod(v, NULL);
-        else if (arg(argv[i], "forkers", &v)) forkers = atoi(v);
-        else if (arg(argv[i], "workers", &v)) workers = atoi(v);
-        else if (arg(argv[i], "seed", &v)) g_seed = strtoull(v, NULL, 0);
+        if (bb_arg(argv[i], "seconds", &v)) seconds = strtod(v, NULL);
+        else if (bb_arg(argv[i], "forkers", &v)) forkers = atoi(v);
+        else if (bb_arg(argv[i], "workers", &v)) workers = atoi(v);
+        else if (bb_arg(argv[i], "seed", &v)) g_seed = strtoull(v, NULL, 0);
         else bb_fail("usage: fork_storm [seconds=S] [forkers=N] [workers=N] [seed=N] (got %s)", argv[i]);
     }
     BB_CHECK(seconds > 0 && forkers >= 1 && forkers <= MAX_FORKERS && workers >= 0 && workers <= MAX_WORKERS,

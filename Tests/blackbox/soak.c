@@ -229,14 +229,6 @@ static void end(int k, int how) {
     s->running = 0;
 }
 
-static int arg(const char *a, const char *key, const char **value) {
-    size_t n = strlen(key);
-    if (strncmp(a, key, n) == 0 && a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    return 0;
-}
 
 int main(int argc, char **argv) {
     bb_print_variant();
@@ -246,10 +238,10 @@ int main(int argc, char **argv) {
     nthreads = 4;
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (arg(argv[i], "seconds", &v)) seconds = strtod(v, NULL);
-        else if (arg(argv[i], "threads", &v)) nthreads = atoi(v);
-        else if (arg(argv[i], "seed", &v)) seed = strtoull(v, NULL, 0);
-        else if (arg(argv[i], "restart_ms", &v)) restart_ms = atoi(v);
+        if (bb_arg(argv[i], "seconds", &v)) seconds = strtod(v, NULL);
+        else if (bb_arg(argv[i], "threads", &v)) nthreads = atoi(v);
+        else if (bb_arg(argv[i], "seed", &v)) seed = strtoull(v, NULL, 0);
+        else if (bb_arg(argv[i], "restart_ms", &v)) restart_ms = atoi(v);
         else bb_fail("usage: soak [seconds=S] [threads=N] [seed=N] [restart_ms=N] (got %s)", argv[i]);
     }
     BB_CHECK(seconds > 0 && nthreads > 0 && nthreads <= MAX_THREADS && restart_ms >= 0,

@@ -848,25 +848,17 @@ static double now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int arg(const char *a, const char *key, const char **value) {
-    size_t n = strlen(key);
-    if (strncmp(a, key, n) == 0 && a[n] == '=') {
-        *value = a + n + 1;
-        return 1;
-    }
-    return 0;
-}
 
 int main(int argc, char **argv) {
     bb_print_variant();
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (arg(argv[i], "seed", &v)) g_seed = strtoull(v, NULL, 0);
-        else if (arg(argv[i], "iterations", &v)) g_iterations = strtol(v, NULL, 0);
-        else if (arg(argv[i], "seconds", &v)) g_seconds = strtod(v, NULL);
-        else if (arg(argv[i], "maxlive", &v)) g_maxlive = strtoul(v, NULL, 0);
-        else if (arg(argv[i], "maxbytes", &v)) g_maxbytes = strtoul(v, NULL, 0) * MiB;
-        else if (arg(argv[i], "edge", &v)) g_edge = atoi(v);
+        if (bb_arg(argv[i], "seed", &v)) g_seed = strtoull(v, NULL, 0);
+        else if (bb_arg(argv[i], "iterations", &v)) g_iterations = strtol(v, NULL, 0);
+        else if (bb_arg(argv[i], "seconds", &v)) g_seconds = strtod(v, NULL);
+        else if (bb_arg(argv[i], "maxlive", &v)) g_maxlive = strtoul(v, NULL, 0);
+        else if (bb_arg(argv[i], "maxbytes", &v)) g_maxbytes = strtoul(v, NULL, 0) * MiB;
+        else if (bb_arg(argv[i], "edge", &v)) g_edge = atoi(v);
         else bb_fail("usage: api_fuzz [seed=N] [iterations=N] [seconds=S] [maxlive=N] [maxbytes=MiB] [edge=0|1] (got %s)",
                      argv[i]);
     }
