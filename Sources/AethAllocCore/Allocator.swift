@@ -24,29 +24,28 @@ enum Allocator {
     @inline(__always)
     static func allocate(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.smallTableMaxBytes) {
-            let c = Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
-            let tc = ThreadCache.current
-            if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
-                Stats.allocated(tc, c)
-                Hardening.handOut(p)
-                return p
-            }
-            return allocateSlow(n, c)
+            return allocate(sizeClass: Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)]), request: n)
         }
         return allocateAbove1K(n)
+    }
+
+    /// A block of class `c` for a request of `n` bytes: the thread cache's
+    /// pop, else the slow path. Every small allocation goes through here.
+    @inline(__always)
+    static func allocate(sizeClass c: Int, request n: UInt) -> RawPointer? {
+        let tc = ThreadCache.current
+        if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
+            Stats.allocated(tc, c)
+            Hardening.handOut(p)
+            return p
+        }
+        return allocateSlow(n, c)
     }
 
     @inline(never)
     static func allocateAbove1K(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.maxSmallBytes) {
-            let c = SizeClass.computedIndex(of: Int(bitPattern: n))
-            let tc = ThreadCache.current
-            if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
-                Stats.allocated(tc, c)
-                Hardening.handOut(p)
-                return p
-            }
-            return allocateSlow(n, c)
+            return allocate(sizeClass: SizeClass.computedIndex(of: Int(bitPattern: n)), request: n)
         }
         if n > maxRequest { return outOfMemory() }
         Runtime.ensureInitialized()
@@ -83,19 +82,6 @@ enum Allocator {
     @inline(never)
     static func releaseForRetry() -> Bool {
         trim()
-    }
-
-    /// A block of class `c` (used by the aligned path).
-    static func allocate(sizeClass c: Int) -> RawPointer? {
-        let tc = ThreadCache.current
-        if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
-            Stats.allocated(tc, c)
-            Hardening.handOut(p)
-            return p
-        }
-        guard let p = ThreadCache.allocate(c) else { return outOfMemory() }
-        Hardening.handOut(p)
-        return p
     }
 
     @inline(never)
@@ -240,7 +226,8 @@ enum Allocator {
         let align = Int(bitPattern: alignment)
         if align <= Tuning.sliceBytes && size <= Tuning.maxSmallBytes {
             let c = SizeClass.alignedIndex(from: SizeClass.index(of: max(size, align)), alignment: align)
-            return allocate(sizeClass: c)
+            // The request is the class's block size: it maps back to `c`.
+            return allocate(sizeClass: c, request: UInt(Globals.classInfo(c).pointee.blockSize))
         }
         return Large.allocate(size: size, alignment: align, zeroed: false) ?? outOfMemory()
     }

@@ -37,16 +37,15 @@ enum MagazineCache: CachePolicy {
     }
 
     static func refill(_ tc: RawPointer, _ c: Int) -> RawPointer? {
+        Stats.cacheMiss(tc)
         let hot = ThreadCache.hot(tc, c)
         let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
         if let prev = pair.pointee.previous, prev.pointee.count > 0 {
             swap(c, hot, pair)
-            Stats.cacheMiss(tc, c, refilledFrom: .swap)
         } else if let full = Depot.popFull(c) {
             if let prev = pair.pointee.previous { Magazine.recycle(prev) }
             unload(hot, pair)
             load(c, hot, pair, full)
-            Stats.cacheMiss(tc, c, refilledFrom: .depot)
         } else {
             if pair.pointee.loaded == nil {
                 guard let m = Magazine.obtainEmpty() else { return ThreadCache.allocateDirect(c) }
@@ -55,7 +54,6 @@ enum MagazineCache: CachePolicy {
             let n = Central.fill(c, into: Magazine.rounds(pair.pointee.loaded!), max: Int(hot.pointee.capacity))
             if n == 0 { return nil }
             hot.pointee.count = Int32(n)
-            Stats.cacheMiss(tc, c, refilledFrom: .pages)
         }
         return pop(hot)
     }

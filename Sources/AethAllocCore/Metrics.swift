@@ -76,37 +76,42 @@ struct MetricsSnapshot {
 
     /// The summary printed on stderr at exit when AETHALLOC_STATS=1.
     func printSummary() {
-        var line = LineBuffer()
-        line.append("aethalloc[")
-        line.append(Variant.name)
-        line.append("] allocs=")
-        line.appendDecimal(UInt(allocs))
-        line.append(" frees=")
-        line.appendDecimal(UInt(frees))
-        line.append(" cache_hits=")
-        line.appendDecimal(UInt(cacheHits))
-        line.append(" cache_misses=")
-        line.appendDecimal(UInt(cacheMisses))
-        line.append(" direct_allocs=")
-        line.appendDecimal(UInt(directAllocs))
+        var line = LineBuffer.summary()
+        line.append(field: "allocs", allocs)
+        line.append(field: "frees", frees)
+        line.append(field: "cache_hits", cacheHits)
+        line.append(field: "cache_misses", cacheMisses)
+        line.append(field: "direct_allocs", directAllocs)
         line.append("\n")
         line.write()
-        var bytes = LineBuffer()
-        bytes.append("aethalloc[")
-        bytes.append(Variant.name)
-        bytes.append("] in_use=")
-        bytes.appendDecimal(UInt(bytesInUse))
-        bytes.append(" peak=")
-        bytes.appendDecimal(UInt(peakBytesInUse))
-        bytes.append(" mapped=")
-        bytes.appendDecimal(UInt(bytesMapped))
-        bytes.append(" returned=")
-        bytes.appendDecimal(UInt(bytesReturned))
-        bytes.append(" depot_transfers=")
-        bytes.appendDecimal(UInt(depotTransfers))
-        bytes.append(" threads_exited=")
-        bytes.appendDecimal(UInt(threadsExited))
+        var bytes = LineBuffer.summary()
+        bytes.append(field: "in_use", bytesInUse)
+        bytes.append(field: "peak", peakBytesInUse)
+        bytes.append(field: "mapped", bytesMapped)
+        bytes.append(field: "returned", bytesReturned)
+        bytes.append(field: "depot_transfers", depotTransfers)
+        bytes.append(field: "threads_exited", threadsExited)
         bytes.append(" (bytes)\n")
         bytes.write()
     }
 }
+
+extension LineBuffer {
+    /// A line starting "aethalloc[<variant>]".
+    static func summary() -> LineBuffer {
+        var line = LineBuffer()
+        line.append("aethalloc[")
+        line.append(Variant.name)
+        line.append("]")
+        return line
+    }
+
+    /// Appends " name=value".
+    mutating func append(field name: StaticString, _ value: UInt64) {
+        append(" ")
+        append(name)
+        append("=")
+        appendDecimal(UInt(value))
+    }
+}
+

@@ -56,7 +56,6 @@ struct PageMeta {
 /// have a free or never-used block, each with `listed` set.
 struct Central {
     var partial: UnsafeMutablePointer<PageMeta>?
-    var pages: Int
 
     @inline(__always)
     static func lockWord(_ c: Int) -> UnsafeMutablePointer<LockWord> {
@@ -77,7 +76,6 @@ struct Central {
                 guard let fresh = SegmentManager.allocatePage(slices: info.pointee.pageSlices, sizeClass: c) else { break }
                 fresh.pointee.blockSize = UInt32(info.pointee.blockSize)
                 fresh.pointee.limitBytes = UInt32(info.pointee.blockSize * info.pointee.blocksPerPage)
-                central.pointee.pages += 1
                 link(central, fresh)
                 page = fresh
             }
@@ -117,7 +115,6 @@ struct Central {
             if !page.pointee.listed { link(central, page) }
             if page.pointee.used == 0 && (page.pointee.prev != nil || page.pointee.next != nil) {
                 unlink(central, page)
-                central.pointee.pages -= 1
                 SegmentManager.releasePage(page)
             }
         }
@@ -159,7 +156,6 @@ struct Central {
             page = pg.pointee.next
             if pg.pointee.used == 0 {
                 unlink(central, pg)
-                central.pointee.pages -= 1
                 released += Int(pg.pointee.slices) * Tuning.sliceBytes
                 SegmentManager.releasePage(pg)
             }

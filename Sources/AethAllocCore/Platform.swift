@@ -25,9 +25,6 @@ enum OS {
         return RawPointer(bitPattern: aligned)
     }
 
-    /// Maps address space that is neither readable nor writable.
-    static func reserve(bytes: Int) -> RawPointer? { aeth_mmap_reserve(bytes) }
-
     static func unmap(_ p: RawPointer, bytes: Int) { _ = aeth_munmap(p, bytes) }
 
     /// Returns the physical pages of a range to the OS; it reads as zero after.

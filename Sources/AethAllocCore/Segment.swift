@@ -113,7 +113,6 @@ struct SegmentManager: ~Copyable {
     var withFree: UnsafeMutablePointer<SegmentHeader>?
     var emptySegments: Int
     var lastPurgeMs: UInt64
-    var segmentCount: Int
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
@@ -189,7 +188,6 @@ struct SegmentManager: ~Copyable {
             if m.pointee.emptySegments >= Tuning.cachedEmptySegments && Variant.unmapsEmptySegments {
                 unlink(m, h)
                 Segment.mapClear(base)
-                m.pointee.segmentCount -= 1
                 Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
                 OS.unmap(base, bytes: Tuning.segmentBytes)
                 maybePurge(m)
@@ -224,7 +222,6 @@ struct SegmentManager: ~Copyable {
                 let base = RawPointer(h) - Segment.headerOffset
                 unlink(m, h)
                 m.pointee.emptySegments -= 1
-                m.pointee.segmentCount -= 1
                 Segment.mapClear(base)
                 Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
                 OS.unmap(base, bytes: Tuning.segmentBytes)
@@ -287,7 +284,6 @@ struct SegmentManager: ~Copyable {
             next: nil, prev: nil, listed: false)
         link(m, h)
         m.pointee.emptySegments += 1
-        m.pointee.segmentCount += 1
         Hardening.protectSegment(base)
         Segment.mapSet(base, headerChunksBack: 0)
         return h

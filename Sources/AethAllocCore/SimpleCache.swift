@@ -51,6 +51,7 @@ enum SimpleCache: CachePolicy {
     }
 
     static func refill(_ tc: RawPointer, _ c: Int) -> RawPointer? {
+        Stats.cacheMiss(tc)
         let hot = ThreadCache.hot(tc, c)
         let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
         let batch = Globals.classInfo(c).pointee.simpleBatch
@@ -59,11 +60,9 @@ enum SimpleCache: CachePolicy {
             lists.pointee.tail = lists.pointee.spareTail
             lists.pointee.spareHead = nil
             lists.pointee.spareTail = nil
-            Stats.cacheMiss(tc, c, refilledFrom: .swap)
         } else if let head = GlobalPool.pop(c) {
             setHot(c, hot, head: head, count: batch)
             lists.pointee.tail = GlobalPool.tail(ofBatch: head)
-            Stats.cacheMiss(tc, c, refilledFrom: .depot)
         } else {
             // From the pages, in chunks, linked as they come.
             var buffer: (RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
@@ -94,7 +93,6 @@ enum SimpleCache: CachePolicy {
             if got == 0 { return nil }
             setHot(c, hot, head: head, count: got)
             lists.pointee.tail = tail
-            Stats.cacheMiss(tc, c, refilledFrom: .pages)
         }
         return pop(hot)
     }

@@ -21,8 +21,6 @@
 import CAethAlloc
 import Synchronization
 
-enum RefillSource { case swap, depot, pages }
-
 /// Process totals. Per-class allocation counts follow the struct at
 /// `Globals.metricsOffset + classAllocsOffset`.
 struct GlobalMetrics: ~Copyable {
@@ -86,7 +84,7 @@ enum Stats {
         addInUse(-Globals.classInfo(c).pointee.blockSize)
     }
 
-    static func cacheMiss(_ tc: RawPointer, _ c: Int, refilledFrom: RefillSource) {
+    static func cacheMiss(_ tc: RawPointer) {
         if !enabled { return }
         local(tc, 704).pointee &+= 1
         let refills = local(tc, 712)

@@ -72,18 +72,6 @@ static inline void *aeth_mmap(size_t bytes) {
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
 }
-/* Reserve address space only (PROT_NONE). NULL on failure. */
-static inline void *aeth_mmap_reserve(size_t bytes) {
-    void *p = mmap(NULL, bytes, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-/* Map read-write memory exactly at `addr`, which must lie in our own reservation. */
-static inline int aeth_mmap_fixed(void *addr, size_t bytes) {
-    void *p = mmap(addr, bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-    return p == addr ? 0 : -1;
-}
 static inline int aeth_munmap(void *p, size_t bytes) { return munmap(p, bytes); }
 /* Give the physical pages back; the range stays mapped and reads as zero. */
 static inline int aeth_purge(void *p, size_t bytes) { return madvise(p, bytes, MADV_DONTNEED); }
@@ -97,7 +85,6 @@ void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes);
 void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target);
 /* 8 random bytes from the kernel's AT_RANDOM auxiliary vector (no syscall). */
 uint64_t aeth_random_word(void);
-static inline size_t aeth_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
 /* ---- futex --------------------------------------------------------------- */
 static inline void aeth_futex_wait(uint32_t *addr, uint32_t expected) {
