@@ -10,6 +10,7 @@ import CAethAlloc
 /// What a pointer passed back to us is.
 enum BlockKind {
     case small(sizeClass: Int)
+    case medium(page: UnsafeMutablePointer<PageMeta>)
     case large(base: RawPointer)
 }
 
@@ -48,10 +49,28 @@ enum Allocator {
             return allocate(sizeClass: SizeClass.computedIndex(of: Int(bitPattern: n)), request: n)
         }
         if n > maxRequest { return outOfMemory() }
+        return allocateAboveClasses(size: Int(bitPattern: n), alignment: 16, zeroed: false)
+    }
+
+    /// A block above the largest size class: a medium block carved from a
+    /// segment, or a large mapping (`growing`: for realloc, see
+    /// Large.allocate). Retries once after releasing cached memory; NULL +
+    /// ENOMEM if the OS still refuses.
+    @inline(never)
+    static func allocateAboveClasses(size: Int, alignment: Int, zeroed: Bool, growing: Bool = false) -> RawPointer? {
         Runtime.ensureInitialized()
-        let size = Int(bitPattern: n)
-        if let p = Large.allocate(size: size, alignment: 16, zeroed: false) { return p }
-        if releaseForRetry(), let p = Large.allocate(size: size, alignment: 16, zeroed: false) { return p }
+        let saved = OS.errno
+        let medium = Medium.serves(size: size, alignment: alignment)
+        for attempt in 0..<2 {
+            if attempt == 1 && !releaseForRetry() { break }
+            let p = medium
+                ? Medium.allocate(size: size, zeroed: zeroed)
+                : Large.allocate(size: size, alignment: alignment, zeroed: zeroed, growing: growing)
+            if let p {
+                OS.errno = saved
+                return p
+            }
+        }
         return outOfMemory()
     }
 
@@ -131,6 +150,7 @@ enum Allocator {
         case .small(let c):
             Hardening.takeBack(p, sizeClass: c, operation: "free")
             ThreadCache.deallocate(p, c)
+        case .medium(let page): Medium.deallocate(page)
         case .large(let base): Large.deallocate(p, base: base)
         }
         OS.errno = saved
@@ -149,11 +169,10 @@ enum Allocator {
         if mark != SizeClass.markHeader || Segment.kind(base) != SegmentHeader.kindSmall {
             Diagnostics.invalidPointer(p, operation: operation, reason: "corrupted allocator metadata")
         }
-        let c = Int(Segment.sliceClass(base, Segment.sliceIndex(of: p)))
-        if c >= SizeClass.count {
-            Diagnostics.invalidPointer(p, operation: operation, reason: "not inside a live page")
-        }
-        return .small(sizeClass: c)
+        let slice = Segment.sliceClass(base, Segment.sliceIndex(of: p))
+        if Int(slice) < SizeClass.count { return .small(sizeClass: Int(slice)) }
+        if slice == SizeClass.markMedium { return .medium(page: Medium.page(of: p, in: base, operation: operation)) }
+        Diagnostics.invalidPointer(p, operation: operation, reason: "not inside a live page")
     }
 
     // ---- the rest of the family -------------------------------------------------
@@ -162,8 +181,7 @@ enum Allocator {
         let (total, overflow) = count.multipliedReportingOverflow(by: size)
         if overflow || total > maxRequest { return outOfMemory() }
         if total > UInt(Tuning.maxSmallBytes) {
-            Runtime.ensureInitialized()
-            return Large.allocate(size: Int(bitPattern: total), alignment: 16, zeroed: true) ?? outOfMemory()
+            return allocateAboveClasses(size: Int(bitPattern: total), alignment: 16, zeroed: true)
         }
         guard let p = allocate(total) else { return nil }
         aeth_memset(p, 0, Int(bitPattern: total))
@@ -188,6 +206,10 @@ enum Allocator {
             usable = Globals.classInfo(c).pointee.blockSize
             // Stay put unless the block would be more than half empty.
             if size <= usable && (size > usable / 2 || usable <= 32) { return p }
+        case .medium(let page):
+            usable = Medium.usableSize(page)
+            if size <= usable && size > usable / 2 { return p }
+            if size > usable && size <= Tuning.mediumMaxBytes && Medium.grow(page, to: size) { return p }
         case .large(let base):
             usable = Large.usableSize(p, base: base, operation: "realloc")
             if size > Tuning.maxSmallBytes {
@@ -205,7 +227,13 @@ enum Allocator {
         if size > usable && usable > Tuning.maxSmallBytes / 2 {
             request = max(n, UInt(usable + usable / 4))
         }
-        guard let q = allocate(request) ?? (request != n ? allocate(n) : nil) else { return nil }
+        let saved = OS.errno
+        let growing = size > usable && request > UInt(Tuning.maxSmallBytes)
+        let first = growing
+            ? allocateAboveClasses(size: Int(bitPattern: request), alignment: 16, zeroed: false, growing: true)
+            : allocate(request)
+        guard let q = first ?? (request != n ? allocate(n) : nil) else { return nil }
+        OS.errno = saved
         aeth_memcpy(q, p, min(usable, size))
         deallocate(p)
         return q
@@ -229,7 +257,7 @@ enum Allocator {
             // The request is the class's block size: it maps back to `c`.
             return allocate(sizeClass: c, request: UInt(Globals.classInfo(c).pointee.blockSize))
         }
-        return Large.allocate(size: size, alignment: align, zeroed: false) ?? outOfMemory()
+        return allocateAboveClasses(size: size, alignment: align, zeroed: false)
     }
 
     static func usableSize(_ p: RawPointer?) -> UInt {
@@ -238,6 +266,7 @@ enum Allocator {
         case .small(let c):
             Hardening.checkLive(p, operation: "malloc_usable_size")
             return UInt(Globals.classInfo(c).pointee.blockSize)
+        case .medium(let page): return UInt(Medium.usableSize(page))
         case .large(let base): return UInt(Large.usableSize(p, base: base, operation: "malloc_usable_size"))
         }
     }

@@ -112,6 +112,9 @@ enum Hardening {
         _ = aeth_protect_none(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
     }
 
+    /// Whether blocks above 64 KiB may be carved from segments (Medium.swift)
+    /// with no guard page between them: not when hardened.
+    @inline(__always) static var carvesMediumBlocks: Bool { !Variant.hardened }
     /// Whether freed large spans may be cached (not when hardened).
     @inline(__always) static var cachesLargeSpans: Bool { !Variant.hardened }
     /// Whether large blocks may grow or move with mremap: not when hardened,

@@ -25,6 +25,9 @@ struct LargeHeader {
     /// Alignment of `base`: 4 MiB or the requested alignment if larger.
     var baseAlignment: Int
     var idleSinceMs: UInt64
+    /// The size the program last asked for (realloc trims the mapping only
+    /// when the block shrinks below it).
+    var requested: Int
 }
 
 struct LargeCacheEntry {
@@ -66,8 +69,10 @@ enum Large {
     }
 
     /// A large block of `size` bytes aligned to `alignment` (power of two).
-    /// With `zeroed`, its first `size` bytes read as zero.
-    static func allocate(size: Int, alignment: Int, zeroed: Bool) -> RawPointer? {
+    /// With `zeroed`, its first `size` bytes read as zero. With `growing`
+    /// (realloc moving a block that grows), a reused span keeps up to
+    /// `largeGrowingSlackFactor` times what is needed, to grow into in place.
+    static func allocate(size: Int, alignment: Int, zeroed: Bool, growing: Bool = false) -> RawPointer? {
         let userOffset = Hardening.largeUserOffset(alignment: alignment)
         // At least one byte: a zero-size block with a large alignment would
         // otherwise start exactly at the end of its own mapping.
@@ -89,7 +94,8 @@ enum Large {
         }
         decay()
         Lock.release(LargeCache.lockWord)
-        if let b = base, mapped - needed >= Tuning.largeReuseSlackBytes {
+        let keepsSlack = growing && mapped / Tuning.largeGrowingSlackFactor <= needed
+        if let b = base, mapped - needed >= Tuning.largeReuseSlackBytes && !keepsSlack {
             // Larger than asked: keep the head, give the tail back. Its pages
             // were touched by the span's last owner, so keeping them would
             // count toward RSS (fragmentation bench: +15% peak RSS).
@@ -113,7 +119,9 @@ enum Large {
         }
         header(b).pointee = LargeHeader(
             kind: SegmentHeader.kindLarge, inUse: 1, mappedBytes: mapped, userOffset: userOffset,
-            baseAlignment: baseAlignment, idleSinceMs: 0)
+            // A growing block's `size` includes realloc's headroom; the
+            // program's own size comes with its next realloc.
+            baseAlignment: baseAlignment, idleSinceMs: 0, requested: growing ? 0 : size)
         let user = b + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
@@ -155,9 +163,11 @@ enum Large {
         guard var needed = mappedBytes(size: size, userOffset: userOffset) else { return nil }
         needed += guardBytes
         let mapped = h.pointee.mappedBytes
+        let shrinking = size < h.pointee.requested
+        h.pointee.requested = size
         if needed <= mapped {
             // Shrink: give back the tail when at least half would be unused.
-            if mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes {
+            if shrinking && mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes {
                 OS.unmap(base + needed, bytes: mapped - needed)
                 h.pointee.mappedBytes = needed
                 Hardening.protectTrailingGuard(base, mapped: needed)

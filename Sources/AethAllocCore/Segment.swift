@@ -39,6 +39,10 @@ struct SegmentHeader {
     var next: UnsafeMutablePointer<SegmentHeader>?
     var prev: UnsafeMutablePointer<SegmentHeader>?
     var listed: Bool
+    /// When `dirtyMask` last went from 0 to non-zero (for the purge delay).
+    var dirtySinceMs: UInt64
+    /// Length of the longest run of free slices (best-fit search).
+    var longestFree: UInt8
 }
 
 enum Segment {
@@ -102,17 +106,29 @@ enum Segment {
     }
 }
 
-/// Hands out runs of slices from segments, maps and unmaps segments.
+/// Hands out runs of slices from segments, maps and unmaps segments, and
+/// decides when free slices go back to the OS.
 ///
 /// Invariants (under `lock`):
 /// - `withFree` lists exactly the small segments with `freeMask != 0`.
 /// - `emptySegments` counts listed segments whose `freeMask == allSlicesFree`;
 ///   at most `Tuning.cachedEmptySegments` of them stay mapped.
 /// - A free slice has sliceClass `markFree`; a used one, its page's class.
+/// - `dirtyBytes` is the sum over segments of popcount(dirtyMask) slices;
+///   `usedBytes` the bytes of all slices in pages (small or medium).
+///
+/// Purge policy: a freed slice stays committed ("dirty") so the next page
+/// or medium block carved there costs no page faults, within two limits:
+/// dirty bytes above `dirtyBudget` (a share of the bytes in use, at least
+/// `Tuning.dirtyMinBytes`) are purged down to half the budget at once, and a
+/// segment dirty for longer than the purge delay is purged on the next
+/// segment operation. malloc_trim purges everything.
 struct SegmentManager: ~Copyable {
     var withFree: UnsafeMutablePointer<SegmentHeader>?
     var emptySegments: Int
     var lastPurgeMs: UInt64
+    var dirtyBytes: Int
+    var usedBytes: Int
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
@@ -122,22 +138,36 @@ struct SegmentManager: ~Copyable {
     /// A page of `slices` slices for class `sizeClass`, its metadata reset.
     /// Nil when the OS refuses memory.
     static func allocatePage(slices: Int, sizeClass: Int) -> UnsafeMutablePointer<PageMeta>? {
+        allocateRun(slices: slices, mark: UInt8(truncatingIfNeeded: sizeClass))?.page
+    }
+
+    /// A run of `slices` slices marked `mark` (a size class or
+    /// `SizeClass.markMedium`), with its page metadata reset. `clean` tells
+    /// whether every slice of the run reads as zero (fresh or purged).
+    static func allocateRun(slices: Int, mark: UInt8) -> (page: UnsafeMutablePointer<PageMeta>, clean: Bool)? {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
         maybePurge(m)
         var run: UInt64 = (slices >= 64) ? 0 : (UInt64(1) << UInt64(slices)) - 1
-        var seg = m.pointee.withFree
-        var slice = -1
-        while let s = seg {
-            let free = s.pointee.freeMask
-            // Bit i of `starts` is set when slices i..<i+slices are all free.
-            var starts = free
-            var k = 1
-            while k < slices && starts != 0 { starts &= free >> UInt64(k); k += 1 }
-            if starts != 0 { slice = starts.trailingZeroBitCount; break }
-            seg = s.pointee.next
+        // Best fit: the segment whose longest free run is the shortest that
+        // fits, then the shortest fitting run inside it. Holes left by freed
+        // pages (committed, so reuse costs no page faults) fill before a
+        // fresh segment's long run is cut.
+        var seg: UnsafeMutablePointer<SegmentHeader>? = nil
+        var bestLongest = Int.max
+        var s = m.pointee.withFree
+        while let h = s {
+            let longest = Int(h.pointee.longestFree)
+            if longest >= slices && longest < bestLongest {
+                seg = h
+                bestLongest = longest
+                if longest == slices { break }
+            }
+            s = h.pointee.next
         }
+        var slice = -1
+        if let h = seg { slice = bestFit(h.pointee.freeMask, slices: slices) }
         if slice < 0 {
             guard let fresh = newSegment(m) else { return nil }
             seg = fresh
@@ -147,24 +177,58 @@ struct SegmentManager: ~Copyable {
         let base = RawPointer(h) - Segment.headerOffset
         if h.pointee.freeMask == Segment.allSlicesFree { m.pointee.emptySegments -= 1 }
         run <<= UInt64(slice)
+        let dirtyRun = h.pointee.dirtyMask & run
         h.pointee.freeMask &= ~run
+        h.pointee.longestFree = longestRun(h.pointee.freeMask)
         h.pointee.dirtyMask &= ~run
+        m.pointee.dirtyBytes -= dirtyRun.nonzeroBitCount * Tuning.sliceBytes
+        m.pointee.usedBytes += slices * Tuning.sliceBytes
         if h.pointee.freeMask == 0 { unlink(m, h) }
         for i in slice..<(slice + slices) {
-            base.storeBytes(of: UInt8(truncatingIfNeeded: sizeClass), toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
+            base.storeBytes(of: mark, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
             base.storeBytes(of: UInt8(truncatingIfNeeded: slice), toByteOffset: Segment.sliceHeadOffset + i, as: UInt8.self)
         }
         let page = Segment.pageMeta(base, headSlice: slice)
         page.pointee = PageMeta(
             free: nil, start: base + slice * Tuning.sliceBytes, next: nil, prev: nil,
             bumpBytes: 0, limitBytes: 0, used: 0, blockSize: 0,
-            sizeClass: UInt8(truncatingIfNeeded: sizeClass), slices: UInt8(truncatingIfNeeded: slices), listed: false)
-        return page
+            sizeClass: mark, slices: UInt8(truncatingIfNeeded: slices), listed: false)
+        return (page, dirtyRun == 0)
     }
 
-    /// Gives a page's slices back to its segment. The memory stays committed
-    /// until the next purge; a segment left wholly free is unmapped unless it
-    /// is the one kept for reuse.
+    /// Extends `page` in place to `slices` slices if the slices after it are
+    /// free. The new slices may hold stale data. True on success.
+    static func growRun(_ page: UnsafeMutablePointer<PageMeta>, to slices: Int) -> Bool {
+        Lock.acquire(lockWord)
+        defer { Lock.release(lockWord) }
+        let m = shared
+        let start = page.pointee.start!
+        let base = Segment.base(of: start)
+        let h = Segment.header(base)
+        let first = Segment.sliceIndex(of: start)
+        let old = Int(page.pointee.slices)
+        if first + slices > Tuning.slicesPerSegment { return false }
+        let extra: UInt64 = ((UInt64(1) << UInt64(slices - old)) - 1) << UInt64(first + old)
+        if h.pointee.freeMask & extra != extra { return false }
+        if h.pointee.freeMask == Segment.allSlicesFree { m.pointee.emptySegments -= 1 }
+        m.pointee.dirtyBytes -= (h.pointee.dirtyMask & extra).nonzeroBitCount * Tuning.sliceBytes
+        m.pointee.usedBytes += (slices - old) * Tuning.sliceBytes
+        h.pointee.freeMask &= ~extra
+        h.pointee.longestFree = longestRun(h.pointee.freeMask)
+        h.pointee.dirtyMask &= ~extra
+        if h.pointee.freeMask == 0 { unlink(m, h) }
+        let mark = Segment.sliceClass(base, first)
+        for i in (first + old)..<(first + slices) {
+            base.storeBytes(of: mark, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
+            base.storeBytes(of: UInt8(truncatingIfNeeded: first), toByteOffset: Segment.sliceHeadOffset + i, as: UInt8.self)
+        }
+        page.pointee.slices = UInt8(truncatingIfNeeded: slices)
+        return true
+    }
+
+    /// Gives a page's slices back to its segment. They stay committed within
+    /// the dirty budget and purge delay; a segment left wholly free is
+    /// unmapped unless it is among those kept for reuse.
     static func releasePage(_ page: UnsafeMutablePointer<PageMeta>) {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
@@ -179,23 +243,23 @@ struct SegmentManager: ~Copyable {
         }
         let run: UInt64 = ((slices >= 64) ? ~0 : (UInt64(1) << UInt64(slices)) - 1) << UInt64(slice)
         h.pointee.freeMask |= run
-        h.pointee.dirtyMask |= run
-        if Options.purgeDelayMs == 0 { purgeSegment(h) }
+        h.pointee.longestFree = longestRun(h.pointee.freeMask)
+        markDirty(m, h, run)
+        m.pointee.usedBytes -= slices * Tuning.sliceBytes
+        if Options.purgeDelayMs == 0 { purgeSegment(m, h) }
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
-            // A wholly free segment beyond the one kept warm goes back to the
+            // A wholly free segment beyond those kept warm goes back to the
             // OS now: unmapped, or purged where the variant keeps segments mapped.
             if m.pointee.emptySegments >= Tuning.cachedEmptySegments && Variant.unmapsEmptySegments {
-                unlink(m, h)
-                Segment.mapClear(base)
-                Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
-                OS.unmap(base, bytes: Tuning.segmentBytes)
+                unmapSegment(m, h)
                 maybePurge(m)
                 return
             }
-            if m.pointee.emptySegments >= Tuning.cachedEmptySegments { purgeSegment(h) }
+            if m.pointee.emptySegments >= Tuning.cachedEmptySegments { purgeSegment(m, h) }
             m.pointee.emptySegments += 1
         }
+        if m.pointee.dirtyBytes > dirtyBudget(m) { purgeExcess(m, sparing: h) }
         maybePurge(m)
     }
 
@@ -204,7 +268,7 @@ struct SegmentManager: ~Copyable {
     static func purgeAll() -> Int {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
-        return purge(shared)
+        return purge(shared, olderThanMs: nil)
     }
 
     /// Unmaps the wholly free segments kept for reuse (malloc_trim).
@@ -219,35 +283,90 @@ struct SegmentManager: ~Copyable {
         while let h = seg {
             seg = h.pointee.next
             if h.pointee.freeMask == Segment.allSlicesFree && Variant.unmapsEmptySegments {
-                let base = RawPointer(h) - Segment.headerOffset
-                unlink(m, h)
                 m.pointee.emptySegments -= 1
-                Segment.mapClear(base)
-                Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
-                OS.unmap(base, bytes: Tuning.segmentBytes)
+                unmapSegment(m, h)
                 released += Tuning.segmentBytes
             }
         }
         return released
     }
 
+    /// The first slice of the shortest run of free slices in `free` that
+    /// holds `slices` slices, or -1.
+    static func bestFit(_ free: UInt64, slices: Int) -> Int {
+        var rest = free
+        var best = -1
+        var bestLength = Int.max
+        while rest != 0 {
+            let first = rest.trailingZeroBitCount
+            let length = (~(rest >> UInt64(first))).trailingZeroBitCount
+            if length >= slices && length < bestLength {
+                best = first
+                bestLength = length
+                if length == slices { break }
+            }
+            rest &= (first + length >= 64) ? 0 : ~UInt64(0) << UInt64(first + length)
+        }
+        return best
+    }
+
+    /// Length of the longest run of set bits in `free`.
+    static func longestRun(_ free: UInt64) -> UInt8 {
+        var rest = free
+        var longest = 0
+        while rest != 0 {
+            let first = rest.trailingZeroBitCount
+            let length = (~(rest >> UInt64(first))).trailingZeroBitCount
+            longest = max(longest, length)
+            rest &= (first + length >= 64) ? 0 : ~UInt64(0) << UInt64(first + length)
+        }
+        return UInt8(longest)
+    }
+
     // ---- internals (lock held) ---------------------------------------------
 
+    /// Dirty bytes allowed before a release purges: a share of the bytes in
+    /// use, at least `Tuning.dirtyMinBytes`.
+    private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
+        max(Tuning.dirtyMinBytes, m.pointee.usedBytes / Tuning.dirtyShareDivisor)
+    }
+
+    private static func markDirty(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>, _ run: UInt64) {
+        if h.pointee.dirtyMask == 0 { h.pointee.dirtySinceMs = OS.nowMs() }
+        m.pointee.dirtyBytes += (run & ~h.pointee.dirtyMask).nonzeroBitCount * Tuning.sliceBytes
+        h.pointee.dirtyMask |= run
+    }
+
+    /// Purges segments other than `hot` (the one just released into) until
+    /// the dirty bytes are at most half the budget, then `hot` if needed.
+    private static func purgeExcess(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>) {
+        let target = dirtyBudget(m) / 2
+        var seg = m.pointee.withFree
+        while let h = seg, m.pointee.dirtyBytes > target {
+            seg = h.pointee.next
+            if h != hot { purgeSegment(m, h) }
+        }
+        if m.pointee.dirtyBytes > target { purgeSegment(m, hot) }
+    }
+
+    /// Purges segments dirty for longer than the purge delay, checking at
+    /// most every tenth of the delay.
     private static func maybePurge(_ m: UnsafeMutablePointer<SegmentManager>) {
         let delay = Options.purgeDelayMs
-        if delay <= 0 { return }  // at once (done by the caller), or only on malloc_trim
+        if delay <= 0 || m.pointee.dirtyBytes == 0 { return }  // 0: done by releasePage; -1: budget and malloc_trim only
         let now = OS.nowMs()
-        if now &- m.pointee.lastPurgeMs >= UInt64(delay) {
+        if now &- m.pointee.lastPurgeMs >= UInt64(delay / 10 + 1) {
             m.pointee.lastPurgeMs = now
-            _ = purge(m)
+            _ = purge(m, olderThanMs: now &- UInt64(delay))
         }
     }
 
-    private static func purge(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
+    /// Purges every listed segment, or those dirty since before `olderThanMs`.
+    private static func purge(_ m: UnsafeMutablePointer<SegmentManager>, olderThanMs: UInt64?) -> Int {
         var purged = 0
         var seg = m.pointee.withFree
         while let h = seg {
-            purged += purgeSegment(h)
+            if olderThanMs.map({ h.pointee.dirtySinceMs <= $0 }) ?? true { purged += purgeSegment(m, h) }
             seg = h.pointee.next
         }
         return purged
@@ -255,7 +374,7 @@ struct SegmentManager: ~Copyable {
 
     /// Purges one segment's dirty free slices, in runs. Returns the bytes.
     @discardableResult
-    private static func purgeSegment(_ h: UnsafeMutablePointer<SegmentHeader>) -> Int {
+    private static func purgeSegment(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) -> Int {
         var purged = 0
         var dirty = h.pointee.dirtyMask
         let base = RawPointer(h) - Segment.headerOffset
@@ -267,8 +386,18 @@ struct SegmentManager: ~Copyable {
             dirty &= ~(((len >= 64) ? ~0 : (UInt64(1) << UInt64(len)) - 1) << UInt64(first))
         }
         h.pointee.dirtyMask = 0
+        m.pointee.dirtyBytes -= purged
         if purged > 0 { Stats.purged(bytes: purged) }
         return purged
+    }
+
+    private static func unmapSegment(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) {
+        let base = RawPointer(h) - Segment.headerOffset
+        unlink(m, h)
+        m.pointee.dirtyBytes -= h.pointee.dirtyMask.nonzeroBitCount * Tuning.sliceBytes
+        Segment.mapClear(base)
+        Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
+        OS.unmap(base, bytes: Tuning.segmentBytes)
     }
 
     private static func newSegment(_ m: UnsafeMutablePointer<SegmentManager>) -> UnsafeMutablePointer<SegmentHeader>? {
@@ -281,14 +410,14 @@ struct SegmentManager: ~Copyable {
         let h = Segment.header(base)
         h.pointee = SegmentHeader(
             kind: SegmentHeader.kindSmall, freeMask: Segment.allSlicesFree, dirtyMask: 0,
-            next: nil, prev: nil, listed: false)
+            next: nil, prev: nil, listed: false, dirtySinceMs: 0,
+            longestFree: UInt8(Tuning.slicesPerSegment - 1))
         link(m, h)
         m.pointee.emptySegments += 1
         Hardening.protectSegment(base)
         Segment.mapSet(base, headerChunksBack: 0)
         return h
     }
-
     private static func link(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) {
         h.pointee.prev = nil
         h.pointee.next = m.pointee.withFree

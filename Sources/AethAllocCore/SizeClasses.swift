@@ -15,6 +15,7 @@ enum SizeClass {
     /// Number of classes; class indices are 0..<count.
     static let count = 44
     /// Marks in a segment's slice-class byte map that are not classes.
+    static let markMedium: UInt8 = 0xFC
     static let markFree: UInt8 = 0xFD
     static let markHeader: UInt8 = 0xFE
     static let markLarge: UInt8 = 0xFF

@@ -57,12 +57,23 @@ enum Tuning {
     static let minBlocksPerPage = 4
     /// A page wastes at most 1/`pageWasteDivisor` of its bytes to rounding.
     static let pageWasteDivisor = 16
-    /// Free slices that were used stay committed for this long before
-    /// madvise(MADV_DONTNEED) returns them to the OS (0: at once). Overridden
-    /// by AETHALLOC_PURGE_DELAY_MS (Options.swift).
-    static let defaultPurgeDelayMs = 0
+    /// Free slices that were used stay committed at most this long before
+    /// madvise(MADV_DONTNEED) returns them to the OS, checked on segment
+    /// operations (0: at once). Overridden by AETHALLOC_PURGE_DELAY_MS
+    /// (Options.swift).
+    static let defaultPurgeDelayMs = 1000
+    /// Committed free slices are kept up to 1/`dirtyShareDivisor` of the
+    /// bytes in pages and medium blocks, and at least `dirtyMinBytes`; beyond
+    /// that a release purges down to half (SegmentManager).
+    static let dirtyShareDivisor = 2
+    static let dirtyMinBytes = 4 << 20
     /// Wholly free segments kept mapped for reuse.
     static let cachedEmptySegments = 1
+
+    // ---- medium blocks -------------------------------------------------------
+    /// Requests above `maxSmallBytes` and up to this size are runs of whole
+    /// slices in a segment (Medium.swift); larger ones are mapped (Large.swift).
+    static let mediumMaxBytes = 1 << 20
 
     // ---- large allocations -------------------------------------------------
     /// Header before a large block's data (sliceClass and LargeHeader).
@@ -76,6 +87,10 @@ enum Tuning {
     /// A cached span reused for a smaller block keeps at most this much
     /// beyond the block; the rest is unmapped.
     static let largeReuseSlackBytes = 64 * 1024
+    /// ...except for a block that realloc moves while growing: it keeps a
+    /// reused span up to this many times its size (realloc_growth bench:
+    /// buffers growing to 4 MiB re-faulted every page of a trimmed span).
+    static let largeGrowingSlackFactor = 8
 
     // ---- internal metadata -------------------------------------------------
     static let arenaChunkBytes = 1 << 20

@@ -217,19 +217,98 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(Allocator.reallocate(nil, 0) != nil || true)
     }
 
-    @Test func largeBlocksAreFoundFromTheirAddress() throws {
-        for align in [16, 4096, 65536, 1 << 20, 2 << 20, 8 << 20] {
-            let p = try #require(Allocator.allocateAligned(UInt(align), 100_000))
+    @Test func blocksAboveTheClassesAreFoundFromTheirAddress() throws {
+        // 100 KB: a medium block (a run of slices) while the alignment is at
+        // most a slice, a large mapping beyond; 2 MiB is always large.
+        for (size, align) in [(100_000, 16), (100_000, 4096), (100_000, 65536), (1 << 20, 16),
+                              (100_000, 1 << 20), (100_000, 2 << 20), (100_000, 8 << 20), (2 << 20, 16)] {
+            let p = try #require(Allocator.allocateAligned(UInt(align), UInt(size)))
             #expect(UInt(bitPattern: p) % UInt(align) == 0)
-            guard case .large(let base) = Allocator.classify(p, operation: "test") else {
-                Issue.record("a 100 KB block is not large")
-                continue
+            #expect(Allocator.usableSize(p) >= UInt(size))
+            switch Allocator.classify(p, operation: "test") {
+            case .medium(let page):
+                #expect(size <= Tuning.mediumMaxBytes && align <= Tuning.sliceBytes, "size \(size) align \(align)")
+                #expect(page.pointee.start == p && page.pointee.used == 1)
+                #expect(Int(page.pointee.slices) == (size + Tuning.sliceBytes - 1) / Tuning.sliceBytes)
+                #expect(Segment.sliceClass(Segment.base(of: p), Segment.sliceIndex(of: p)) == SizeClass.markMedium)
+            case .large(let base):
+                #expect(size > Tuning.mediumMaxBytes || align > Tuning.sliceBytes, "size \(size) align \(align)")
+                #expect(Segment.owner(of: p) == base)
+                #expect(Large.header(base).pointee.inUse == 1)
+            case .small:
+                Issue.record("a \(size)-byte block is small")
             }
-            #expect(Segment.owner(of: p) == base)
-            #expect(Large.header(base).pointee.inUse == 1)
-            #expect(Allocator.usableSize(p) >= 100_000)
             Allocator.deallocate(p)
         }
+    }
+
+    @Test func mediumBlocksGrowInPlaceAndComeBackZeroed() throws {
+        // Two neighbouring runs: the first cannot grow while the second is
+        // there, and grows in place once it is freed.
+        let a = try #require(Allocator.allocate(200_000))
+        let b = try #require(Allocator.allocate(200_000))
+        memset(a, 0xA5, 200_000)
+        memset(b, 0x5A, 200_000)
+        let grown = try #require(Allocator.reallocate(a, 500_000))
+        let bytes = grown.assumingMemoryBound(to: UInt8.self)
+        #expect(bytes[0] == 0xA5 && bytes[199_999] == 0xA5)
+        if Segment.base(of: a) == Segment.base(of: b) && b == a + 4 * Tuning.sliceBytes {
+            #expect(grown != a, "grew over a live neighbour")
+        }
+        Allocator.deallocate(b)
+        let again = try #require(Allocator.reallocate(grown, 900_000))
+        #expect(again.assumingMemoryBound(to: UInt8.self)[199_999] == 0xA5)
+        #expect(Allocator.usableSize(again) >= 900_000)
+        memset(again, 0xFF, 900_000)
+        Allocator.deallocate(again)
+        // calloc over slices that were just written must still read as zero.
+        for _ in 0..<4 {
+            let z = try #require(Allocator.allocateZeroed(count: 1, size: 700_000))
+            let zb = z.assumingMemoryBound(to: UInt8.self)
+            var nonzero = 0
+            for i in stride(from: 0, to: 700_000, by: 509) where zb[i] != 0 { nonzero += 1 }
+            #expect(nonzero == 0 && zb[699_999] == 0)
+            memset(z, 0xEE, 700_000)
+            Allocator.deallocate(z)
+        }
+    }
+
+    @Test func freedSlicesStayWithinTheDirtyBudget() throws {
+        // 48 MiB of medium blocks freed at once: what stays committed is
+        // bounded by the budget (a quarter of what is in use, at least
+        // dirtyMinBytes), whatever other tests do meanwhile.
+        var blocks: [RawPointer] = []
+        for _ in 0..<48 {
+            let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
+            memset(p, 1, Tuning.mediumMaxBytes)
+            blocks.append(p)
+        }
+        for p in blocks { Allocator.deallocate(p) }
+        Lock.acquire(SegmentManager.lockWord)
+        let dirty = SegmentManager.shared.pointee.dirtyBytes
+        let used = SegmentManager.shared.pointee.usedBytes
+        Lock.release(SegmentManager.lockWord)
+        #expect(dirty >= 0 && used >= 0)
+        #expect(dirty <= max(Tuning.dirtyMinBytes, used / Tuning.dirtyShareDivisor), "dirty \(dirty) used \(used)")
+        // malloc_trim purges the rest.
+        _ = Allocator.trim()
+        Lock.acquire(SegmentManager.lockWord)
+        let after = SegmentManager.shared.pointee.dirtyBytes
+        Lock.release(SegmentManager.lockWord)
+        #expect(after < dirty || after == 0 || dirty == 0)
+    }
+
+    @Test func bestFitPicksTheShortestHole() {
+        // free slices 1-3 (3), 8-9 (2), 20-40 (21)
+        let free: UInt64 = (0b111 << 1) | (0b11 << 8) | (((1 << 21) - 1) << 20)
+        #expect(SegmentManager.bestFit(free, slices: 2) == 8)
+        #expect(SegmentManager.bestFit(free, slices: 3) == 1)
+        #expect(SegmentManager.bestFit(free, slices: 4) == 20)
+        #expect(SegmentManager.bestFit(free, slices: 22) == -1)
+        #expect(SegmentManager.longestRun(free) == 21)
+        #expect(SegmentManager.longestRun(~UInt64(1)) == 63)
+        #expect(SegmentManager.bestFit(~UInt64(1), slices: 63) == 1)
+        #expect(SegmentManager.longestRun(0) == 0)
     }
 
     @Test func alignedSmallBlocks() throws {

@@ -28,6 +28,7 @@ struct MisuseCase: Sendable, CustomTestStringConvertible {
         MisuseCase(name: "stack", operation: "free", reason: "not allocated by AethAlloc"),
         MisuseCase(name: "misaligned", operation: "free", reason: "misaligned: not a block start"),
         MisuseCase(name: "large-interior", operation: "free", reason: "not the start of a block"),
+        MisuseCase(name: "medium-interior", operation: "free", reason: "not the start of a block"),
         MisuseCase(
             name: "large-double-free", operation: "free", reason: "block already freed",
             hardenedReasons: ["not allocated by AethAlloc", "not inside a live page"]),

@@ -36,19 +36,25 @@ int main(int argc, char **argv) {
         show(p + 8);
         free(p + 8);
     } else if (!strcmp(c, "large-interior")) {
-        char *p = malloc(1 << 20);
+        char *p = malloc(4 << 20);
         show(p + 4096);
         free(p + 4096);
+    } else if (!strcmp(c, "medium-interior")) {
+        /* A medium block (64 KiB .. 1 MiB) is a run of 64 KiB slices; a
+         * pointer into its second slice must not pass for its start. */
+        char *p = malloc(200000);
+        show(p + 65536);
+        free(p + 65536);
     } else if (!strcmp(c, "large-double-free")) {
-        char *p = malloc(1 << 20);
+        char *p = malloc(4 << 20);
         free(p);
         show(p);
         free(p);
     } else if (!strcmp(c, "large-realloc-after-free")) {
-        char *p = malloc(1 << 20);
+        char *p = malloc(4 << 20);
         free(p);
         show(p);
-        p = realloc(p, 2 << 20);
+        p = realloc(p, 8 << 20);
     } else if (!strcmp(c, "small-double-free")) {
         char *p = malloc(64);
         free(p);
