@@ -35,8 +35,9 @@ struct ProcessState {
     var threadKey: Int32
     var constructorRan: Bool
     var printStatsAtExit: Bool
-    /// Options.purgeDelayMs.
+    /// Options.purgeDelayMs, Options.dirtyPercent.
     var purgeDelayMs: Int
+    var dirtyPercent: Int
     /// Hardening.secret (hardened variant).
     var secret: UInt
 }
@@ -72,6 +73,12 @@ enum Globals {
 
     /// Not a lock: when the statistics file was last written (Publish.swift).
     static let lastPublishSlot = 6
+    /// Not a lock: bytes mapped for live large blocks (Large.swift), a part
+    /// of the heap the dirty budget scales with (SegmentManager).
+    static let largeLiveSlot = 7
+    @inline(__always) static var largeLiveBytes: UnsafeMutablePointer<Atomic<Int>> {
+        (root + (lockTableOffset &+ largeLiveSlot &* lockStride)).assumingMemoryBound(to: Atomic<Int>.self)
+    }
     @inline(__always) static var lastPublishMs: UnsafeMutablePointer<Atomic<UInt64>> {
         (root + (lockTableOffset &+ lastPublishSlot &* lockStride)).assumingMemoryBound(to: Atomic<UInt64>.self)
     }

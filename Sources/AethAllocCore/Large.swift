@@ -15,6 +15,7 @@
 // `realloc` grows in place with mremap, or moves the pages with mremap: it
 // never copies.
 import CAethAlloc
+import Synchronization
 
 struct LargeHeader {
     var kind: UInt32
@@ -125,6 +126,7 @@ enum Large {
         let user = b + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
+        Globals.largeLiveBytes.pointee.wrappingAdd(mapped, ordering: .relaxed)
         if zeroed && !fresh { aeth_memset(user, 0, size) }
         return user
     }
@@ -136,6 +138,7 @@ enum Large {
         h.pointee.inUse = 0
         let bytes = h.pointee.mappedBytes
         Stats.largeFreed(bytes: bytes - h.pointee.userOffset - Hardening.largeTrailingGuardBytes)
+        Globals.largeLiveBytes.pointee.wrappingSubtract(bytes, ordering: .relaxed)
         if bytes <= Tuning.largeCacheMaxSpanBytes && Hardening.cachesLargeSpans {
             Lock.acquire(LargeCache.lockWord)
             let kept = insertCached(base, h)
@@ -172,7 +175,7 @@ enum Large {
                 h.pointee.mappedBytes = needed
                 Hardening.protectTrailingGuard(base, mapped: needed)
                 Stats.largeUnmapped(bytes: mapped - needed)
-                Stats.largeResized(from: mapped, to: needed)
+                resized(from: mapped, to: needed)
             }
             return p
         }
@@ -189,7 +192,7 @@ enum Large {
             h.pointee.mappedBytes = needed
             Hardening.protectTrailingGuard(base, mapped: needed)
             Stats.largeMapped(bytes: needed - mapped)
-            Stats.largeResized(from: mapped, to: needed)
+            resized(from: mapped, to: needed)
             return p
         }
         let alignment = h.pointee.baseAlignment
@@ -207,10 +210,15 @@ enum Large {
         header(target).pointee.mappedBytes = needed
         Hardening.protectTrailingGuard(target, mapped: needed)
         Stats.largeMapped(bytes: needed - mapped)
-        Stats.largeResized(from: mapped, to: needed)
+        resized(from: mapped, to: needed)
         let user = target + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         return user
+    }
+
+    private static func resized(from old: Int, to new: Int) {
+        Stats.largeResized(from: old, to: new)
+        Globals.largeLiveBytes.pointee.wrappingAdd(new &- old, ordering: .relaxed)
     }
 
     /// Unmaps every cached span (malloc_trim). Returns the bytes released.

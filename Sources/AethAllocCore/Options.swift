@@ -2,21 +2,28 @@
 // initialisation (getenv does not allocate). Their documentation is in the
 // README's "Tuning" section; defaults live in Tuning.swift.
 //
-//   AETHALLOC_PURGE_DELAY_MS   how long freed pages stay committed before
-//                              madvise(MADV_DONTNEED) gives them back:
-//                              0 = at once (default), N = on the first
-//                              allocator slow path N ms later, -1 = only on
-//                              malloc_trim
+//   AETHALLOC_PURGE_DELAY_MS   how long freed slices may stay committed
+//                              before madvise(MADV_DONTNEED) gives them
+//                              back, checked when pages or medium blocks are
+//                              carved or freed: N ms (default 1000), 0 = at
+//                              once, -1 = no time limit (dirty budget and
+//                              malloc_trim only)
+//   AETHALLOC_DIRTY_PERCENT    committed free slices kept, as a percentage
+//                              of the bytes in use (default 25, at least
+//                              4 MiB); beyond it a free purges down to half
 //   AETHALLOC_STATS=1          print the metrics summary at exit (metrics variant)
 import CAethAlloc
 
 enum Options {
     @inline(__always) static var purgeDelayMs: Int { Globals.process.pointee.purgeDelayMs }
+    @inline(__always) static var dirtyPercent: Int { Globals.process.pointee.dirtyPercent }
 
     /// Reads the environment into ProcessState (during initialisation).
     static func load() {
         let state = Globals.process
         state.pointee.purgeDelayMs = integer("AETHALLOC_PURGE_DELAY_MS") ?? Tuning.defaultPurgeDelayMs
+        let percent = integer("AETHALLOC_DIRTY_PERCENT") ?? Tuning.defaultDirtyPercent
+        state.pointee.dirtyPercent = min(max(percent, 0), 1000)
     }
 
     /// A decimal integer variable, optionally negative; nil if unset or malformed.

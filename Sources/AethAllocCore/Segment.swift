@@ -41,8 +41,10 @@ struct SegmentHeader {
     var listed: Bool
     /// When `dirtyMask` last went from 0 to non-zero (for the purge delay).
     var dirtySinceMs: UInt64
-    /// Length of the longest run of free slices (best-fit search).
+    /// Lengths of the longest run of free slices and of free committed
+    /// slices (best-fit search); kept by `SegmentManager.noteMasks`.
     var longestFree: UInt8
+    var longestDirty: UInt8
 }
 
 enum Segment {
@@ -150,24 +152,20 @@ struct SegmentManager: ~Copyable {
         let m = shared
         maybePurge(m)
         var run: UInt64 = (slices >= 64) ? 0 : (UInt64(1) << UInt64(slices)) - 1
-        // Best fit: the segment whose longest free run is the shortest that
-        // fits, then the shortest fitting run inside it. Holes left by freed
-        // pages (committed, so reuse costs no page faults) fill before a
-        // fresh segment's long run is cut.
-        var seg: UnsafeMutablePointer<SegmentHeader>? = nil
-        var bestLongest = Int.max
-        var s = m.pointee.withFree
-        while let h = s {
-            let longest = Int(h.pointee.longestFree)
-            if longest >= slices && longest < bestLongest {
-                seg = h
-                bestLongest = longest
-                if longest == slices { break }
-            }
-            s = h.pointee.next
-        }
+        // Best fit, committed slices first: the segment whose longest run of
+        // free committed slices is the shortest that fits, then the shortest
+        // such run inside it; failing that, the same over all free slices.
+        // Reusing committed slices costs no page faults and keeps RSS from
+        // growing while freed memory waits for a purge; best fit fills the
+        // holes left by freed pages before a fresh segment's long run is cut.
+        var seg = bestSegment(m, slices: slices, dirty: true)
         var slice = -1
-        if let h = seg { slice = bestFit(h.pointee.freeMask, slices: slices) }
+        if let h = seg {
+            slice = bestFit(h.pointee.dirtyMask, slices: slices)
+        } else {
+            seg = bestSegment(m, slices: slices, dirty: false)
+            if let h = seg { slice = bestFit(h.pointee.freeMask, slices: slices) }
+        }
         if slice < 0 {
             guard let fresh = newSegment(m) else { return nil }
             seg = fresh
@@ -179,8 +177,8 @@ struct SegmentManager: ~Copyable {
         run <<= UInt64(slice)
         let dirtyRun = h.pointee.dirtyMask & run
         h.pointee.freeMask &= ~run
-        h.pointee.longestFree = longestRun(h.pointee.freeMask)
         h.pointee.dirtyMask &= ~run
+        noteMasks(h)
         m.pointee.dirtyBytes -= dirtyRun.nonzeroBitCount * Tuning.sliceBytes
         m.pointee.usedBytes += slices * Tuning.sliceBytes
         if h.pointee.freeMask == 0 { unlink(m, h) }
@@ -210,12 +208,11 @@ struct SegmentManager: ~Copyable {
         if first + slices > Tuning.slicesPerSegment { return false }
         let extra: UInt64 = ((UInt64(1) << UInt64(slices - old)) - 1) << UInt64(first + old)
         if h.pointee.freeMask & extra != extra { return false }
-        if h.pointee.freeMask == Segment.allSlicesFree { m.pointee.emptySegments -= 1 }
         m.pointee.dirtyBytes -= (h.pointee.dirtyMask & extra).nonzeroBitCount * Tuning.sliceBytes
         m.pointee.usedBytes += (slices - old) * Tuning.sliceBytes
         h.pointee.freeMask &= ~extra
-        h.pointee.longestFree = longestRun(h.pointee.freeMask)
         h.pointee.dirtyMask &= ~extra
+        noteMasks(h)
         if h.pointee.freeMask == 0 { unlink(m, h) }
         let mark = Segment.sliceClass(base, first)
         for i in (first + old)..<(first + slices) {
@@ -243,8 +240,8 @@ struct SegmentManager: ~Copyable {
         }
         let run: UInt64 = ((slices >= 64) ? ~0 : (UInt64(1) << UInt64(slices)) - 1) << UInt64(slice)
         h.pointee.freeMask |= run
-        h.pointee.longestFree = longestRun(h.pointee.freeMask)
         markDirty(m, h, run)
+        noteMasks(h)
         m.pointee.usedBytes -= slices * Tuning.sliceBytes
         if Options.purgeDelayMs == 0 { purgeSegment(m, h) }
         if !h.pointee.listed { link(m, h) }
@@ -325,10 +322,38 @@ struct SegmentManager: ~Copyable {
 
     // ---- internals (lock held) ---------------------------------------------
 
-    /// Dirty bytes allowed before a release purges: a share of the bytes in
-    /// use, at least `Tuning.dirtyMinBytes`.
+    /// Recomputes the run lengths after `h`'s masks changed.
+    private static func noteMasks(_ h: UnsafeMutablePointer<SegmentHeader>) {
+        h.pointee.longestFree = longestRun(h.pointee.freeMask)
+        h.pointee.longestDirty = longestRun(h.pointee.dirtyMask)
+    }
+
+    /// The listed segment whose longest free (or free committed) run is the
+    /// shortest holding `slices` slices.
+    private static func bestSegment(
+        _ m: UnsafeMutablePointer<SegmentManager>, slices: Int, dirty: Bool
+    ) -> UnsafeMutablePointer<SegmentHeader>? {
+        var best: UnsafeMutablePointer<SegmentHeader>? = nil
+        var bestLongest = Int.max
+        var s = m.pointee.withFree
+        while let h = s {
+            let longest = Int(dirty ? h.pointee.longestDirty : h.pointee.longestFree)
+            if longest >= slices && longest < bestLongest {
+                best = h
+                bestLongest = longest
+                if longest == slices { break }
+            }
+            s = h.pointee.next
+        }
+        return best
+    }
+
+    /// Dirty bytes allowed before a release purges: a share of the heap
+    /// (bytes in pages, medium and large blocks; AETHALLOC_DIRTY_PERCENT), at
+    /// least `Tuning.dirtyMinBytes`.
     private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
-        max(Tuning.dirtyMinBytes, m.pointee.usedBytes / Tuning.dirtyShareDivisor)
+        let heap = m.pointee.usedBytes &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
+        return max(Tuning.dirtyMinBytes, heap / 100 * Options.dirtyPercent)
     }
 
     private static func markDirty(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>, _ run: UInt64) {
@@ -386,6 +411,7 @@ struct SegmentManager: ~Copyable {
             dirty &= ~(((len >= 64) ? ~0 : (UInt64(1) << UInt64(len)) - 1) << UInt64(first))
         }
         h.pointee.dirtyMask = 0
+        h.pointee.longestDirty = 0
         m.pointee.dirtyBytes -= purged
         if purged > 0 { Stats.purged(bytes: purged) }
         return purged
@@ -411,7 +437,7 @@ struct SegmentManager: ~Copyable {
         h.pointee = SegmentHeader(
             kind: SegmentHeader.kindSmall, freeMask: Segment.allSlicesFree, dirtyMask: 0,
             next: nil, prev: nil, listed: false, dirtySinceMs: 0,
-            longestFree: UInt8(Tuning.slicesPerSegment - 1))
+            longestFree: UInt8(Tuning.slicesPerSegment - 1), longestDirty: 0)
         link(m, h)
         m.pointee.emptySegments += 1
         Hardening.protectSegment(base)

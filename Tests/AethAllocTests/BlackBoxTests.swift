@@ -25,6 +25,8 @@ enum BBProgram: String, CaseIterable, Sendable, Codable, CustomTestStringConvert
     case metrics
     /// Producer/consumer handoff of 64-byte blocks; RSS falls once all is freed.
     case handoff
+    /// The dirty budget and purge delay (AETHALLOC_DIRTY_PERCENT, AETHALLOC_PURGE_DELAY_MS).
+    case purge
 
     var testDescription: String { rawValue }
 
