@@ -175,23 +175,13 @@ struct SegmentManager: ~Copyable {
         let base = RawPointer(h) - Segment.headerOffset
         if h.pointee.freeMask == Segment.allSlicesFree { m.pointee.emptySegments -= 1 }
         run <<= UInt64(slice)
-        let dirtyRun = h.pointee.dirtyMask & run
-        h.pointee.freeMask &= ~run
-        h.pointee.dirtyMask &= ~run
-        noteMasks(h)
-        m.pointee.dirtyBytes -= dirtyRun.nonzeroBitCount * Tuning.sliceBytes
-        m.pointee.usedBytes += slices * Tuning.sliceBytes
-        if h.pointee.freeMask == 0 { unlink(m, h) }
-        for i in slice..<(slice + slices) {
-            base.storeBytes(of: mark, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
-            base.storeBytes(of: UInt8(truncatingIfNeeded: slice), toByteOffset: Segment.sliceHeadOffset + i, as: UInt8.self)
-        }
+        let clean = claim(m, h, run, head: slice, mark: mark)
         let page = Segment.pageMeta(base, headSlice: slice)
         page.pointee = PageMeta(
             free: nil, start: base + slice * Tuning.sliceBytes, next: nil, prev: nil,
             bumpBytes: 0, limitBytes: 0, used: 0, blockSize: 0,
             sizeClass: mark, slices: UInt8(truncatingIfNeeded: slices), listed: false)
-        return (page, dirtyRun == 0)
+        return (page, clean)
     }
 
     /// Extends `page` in place to `slices` slices if the slices after it are
@@ -200,25 +190,11 @@ struct SegmentManager: ~Copyable {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
-        let start = page.pointee.start!
-        let base = Segment.base(of: start)
-        let h = Segment.header(base)
-        let first = Segment.sliceIndex(of: start)
-        let old = Int(page.pointee.slices)
+        let (base, h, first, old) = locate(page)
         if first + slices > Tuning.slicesPerSegment { return false }
         let extra: UInt64 = ((UInt64(1) << UInt64(slices - old)) - 1) << UInt64(first + old)
         if h.pointee.freeMask & extra != extra { return false }
-        m.pointee.dirtyBytes -= (h.pointee.dirtyMask & extra).nonzeroBitCount * Tuning.sliceBytes
-        m.pointee.usedBytes += (slices - old) * Tuning.sliceBytes
-        h.pointee.freeMask &= ~extra
-        h.pointee.dirtyMask &= ~extra
-        noteMasks(h)
-        if h.pointee.freeMask == 0 { unlink(m, h) }
-        let mark = Segment.sliceClass(base, first)
-        for i in (first + old)..<(first + slices) {
-            base.storeBytes(of: mark, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
-            base.storeBytes(of: UInt8(truncatingIfNeeded: first), toByteOffset: Segment.sliceHeadOffset + i, as: UInt8.self)
-        }
+        _ = claim(m, h, extra, head: first, mark: Segment.sliceClass(base, first))
         page.pointee.slices = UInt8(truncatingIfNeeded: slices)
         return true
     }
@@ -230,11 +206,7 @@ struct SegmentManager: ~Copyable {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
-        let start = page.pointee.start!
-        let base = Segment.base(of: start)
-        let h = Segment.header(base)
-        let slice = Segment.sliceIndex(of: start)
-        let slices = Int(page.pointee.slices)
+        let (base, h, slice, slices) = locate(page)
         for i in slice..<(slice + slices) {
             base.storeBytes(of: SizeClass.markFree, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
         }
@@ -321,6 +293,39 @@ struct SegmentManager: ~Copyable {
     }
 
     // ---- internals (lock held) ---------------------------------------------
+
+    /// A page's segment base, segment header, first slice and slice count.
+    private static func locate(
+        _ page: UnsafeMutablePointer<PageMeta>
+    ) -> (RawPointer, UnsafeMutablePointer<SegmentHeader>, Int, Int) {
+        let start = page.pointee.start!
+        let base = Segment.base(of: start)
+        return (base, Segment.header(base), Segment.sliceIndex(of: start), Int(page.pointee.slices))
+    }
+
+    /// Takes the free slices `run` of segment `h` for the page whose first
+    /// slice is `head`, marking them `mark`. True if none was committed.
+    private static func claim(
+        _ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>, _ run: UInt64,
+        head: Int, mark: UInt8
+    ) -> Bool {
+        let dirtyRun = h.pointee.dirtyMask & run
+        m.pointee.dirtyBytes -= dirtyRun.nonzeroBitCount * Tuning.sliceBytes
+        m.pointee.usedBytes += run.nonzeroBitCount * Tuning.sliceBytes
+        h.pointee.freeMask &= ~run
+        h.pointee.dirtyMask &= ~run
+        noteMasks(h)
+        if h.pointee.freeMask == 0 { unlink(m, h) }
+        let base = RawPointer(h) - Segment.headerOffset
+        var bits = run
+        while bits != 0 {
+            let i = bits.trailingZeroBitCount
+            base.storeBytes(of: mark, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
+            base.storeBytes(of: UInt8(truncatingIfNeeded: head), toByteOffset: Segment.sliceHeadOffset + i, as: UInt8.self)
+            bits &= bits &- 1
+        }
+        return dirtyRun == 0
+    }
 
     /// Recomputes the run lengths after `h`'s masks changed.
     private static func noteMasks(_ h: UnsafeMutablePointer<SegmentHeader>) {
