@@ -47,6 +47,25 @@ public enum BenchCommand {
         }
     }
 
+    /// The thread counts of `counts` that give `bench` arguments of their
+    /// own, each scenario under the largest count that gives it:
+    /// producer_consumer needs a producer and a consumer, so 1 thread runs
+    /// the same 1+1 scenario as 2 and is left out.
+    public static func distinctThreadCounts(bench: String, _ counts: [Int]) -> [Int] {
+        var seen: [[String]] = []
+        var kept: [Int] = []
+        for n in counts {
+            let args = threadArguments(bench: bench, threads: n)
+            if let i = seen.firstIndex(of: args) {
+                kept[i] = max(kept[i], n)
+            } else {
+                seen.append(args)
+                kept.append(n)
+            }
+        }
+        return kept
+    }
+
     public static func compileCommand(binary: String, source: String) -> [String] {
         ["cc", "-O2", "-pthread", "-o", binary, source, "-lm"]
     }
@@ -175,7 +194,11 @@ public enum BenchCommand {
         let threadCounts = o.effectiveThreads
         var plan: [(BenchProgram, Int?)] = []
         for p in built {
-            if p.multiThreaded { for t in threadCounts { plan.append((p, t)) } } else { plan.append((p, nil)) }
+            if p.multiThreaded {
+                for t in BenchCommand.distinctThreadCounts(bench: p.name, threadCounts) { plan.append((p, t)) }
+            } else {
+                plan.append((p, nil))
+            }
         }
 
         let config = BenchConfig(

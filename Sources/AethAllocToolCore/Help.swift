@@ -91,8 +91,9 @@ public enum Help {
         The primary metric is ops_per_sec (higher is better), else seconds
         (lower is better). Benches declaring a `threads` parameter run at each
         thread count (thread_churn gets concurrent=N; producer_consumer gets
-        N/2 producers and N-N/2 consumers). Peak RSS is the bench process's
-        ru_maxrss.
+        N/2 producers and N-N/2 consumers, at least one of each, so it skips
+        a count that would repeat another's scenario). Peak RSS is the bench
+        process's ru_maxrss.
 
         Writes DIR/results.json (every run and the medians), DIR/report.md
         (method, machine, one table per scenario, a summary of geometric

@@ -104,5 +104,9 @@ import Testing
         #expect(BenchCommand.threadArguments(bench: "producer_consumer", threads: 8) == ["producers=4", "consumers=4"])
         #expect(BenchCommand.threadArguments(bench: "producer_consumer", threads: 1) == ["producers=1", "consumers=1"])
         #expect(BenchCommand.threadArguments(bench: "producer_consumer", threads: 3) == ["producers=1", "consumers=2"])
+        // 1 thread would repeat the 1+1 scenario of 2 threads.
+        #expect(BenchCommand.distinctThreadCounts(bench: "producer_consumer", [1, 2, 4, 8]) == [2, 4, 8])
+        #expect(BenchCommand.distinctThreadCounts(bench: "larson", [1, 2, 4, 8]) == [1, 2, 4, 8])
+        #expect(BenchCommand.distinctThreadCounts(bench: "thread_churn", [2, 2, 4]) == [2, 4])
     }
 }
