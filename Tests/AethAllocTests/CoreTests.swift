@@ -347,23 +347,14 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(Allocator.reallocateArray(nil, count: UInt.max / 4, size: 8) == nil)
     }
 
-    /// Blocks freed by threads that then exit end up reusable: thread exit
-    /// returns each thread's magazines to the depot or the pages.
+    /// Blocks freed by threads that then exit are not stranded: thread exit
+    /// returns each thread's magazines to the depot or the pages, so once the
+    /// depot is drained every page that held them has no block out.
+    /// (A class no other test allocates, so the counts are this test's own.)
     @Test func threadExitReturnsCachedBlocks() {
+        let size = 3500  // class 3584
+        let c = SizeClass.index(of: size)
         let threads = 16
-        // A thread with a cache stays alive throughout, as in a real server:
-        // were the process back to one thread, exits would drain the depot to
-        // the pages, and a page left empty may be carved again elsewhere.
-        let keeperReady = DispatchSemaphore(value: 0)
-        let keeperRelease = DispatchSemaphore(value: 0)
-        Thread {
-            let p = Allocator.allocate(64)
-            keeperReady.signal()
-            keeperRelease.wait()
-            Allocator.deallocate(p)
-        }.start()
-        keeperReady.wait()
-        defer { keeperRelease.signal() }
         let group = DispatchGroup()
         // NSLock rather than Mutex: ThreadSanitizer understands pthread locks.
         let addresses = LockedBox<Set<UInt>>([])
@@ -374,7 +365,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             allocated.enter()
             let t = Thread {
                 var local: [UnsafeMutableRawPointer] = []
-                for _ in 0..<500 { if let p = Allocator.allocate(64) { local.append(p) } }
+                for _ in 0..<500 { if let p = Allocator.allocate(UInt(size)) { local.append(p) } }
                 addresses.withLock { s in local.forEach { s.insert(UInt(bitPattern: $0)) } }
                 // Hold the blocks until every thread has its own.
                 allocated.leave()
@@ -387,24 +378,31 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         allocated.wait()
         for _ in 0..<threads { go.signal() }
         group.wait()
-        Thread.sleep(forTimeInterval: 0.05)  // let the exiting threads run their key destructors
-        let total = addresses.withLock { $0.count }
-        #expect(total == threads * 500)
-        // Each thread cached at most two magazines; everything else went to
-        // the depot or the pages, so a fresh thread's blocks overlap the old
-        // ones.
-        let reused = LockedBox(0)
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            var mine: [UnsafeMutableRawPointer] = []
-            for _ in 0..<2000 { if let p = Allocator.allocate(64) { mine.append(p) } }
-            let n = addresses.withLock { s in mine.filter { s.contains(UInt(bitPattern: $0)) }.count }
-            reused.withLock { $0 = n }
-            mine.forEach { Allocator.deallocate($0) }
-            done.signal()
-        }.start()
-        done.wait()
-        #expect(reused.withLock { $0 } > 1000)
+        let all = addresses.withLock { $0 }
+        #expect(all.count == threads * 500)
+        // Every page that held one of the blocks becomes empty, or is given
+        // back (its slices free or carved for something else), once the
+        // exiting threads have run their key destructors and the depot is
+        // drained. A thread may still be exiting: look again for up to 2 s;
+        // blocks stranded in a dead thread's cache would stay counted.
+        var stranded = 0
+        for _ in 0..<100 {
+            Thread.sleep(forTimeInterval: 0.02)
+            Variant.Cache.drainGlobal(c)
+            stranded = 0
+            // The segment lock keeps segments from being unmapped while we look.
+            Lock.acquire(SegmentManager.lockWord)
+            for a in all {
+                let p = RawPointer(bitPattern: a)!
+                guard Segment.owner(of: p) != nil else { continue }
+                let seg = Segment.base(of: p)
+                if Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p))) != c { continue }
+                if Segment.page(of: p, in: seg).pointee.used != 0 { stranded += 1 }
+            }
+            Lock.release(SegmentManager.lockWord)
+            if stranded == 0 { break }
+        }
+        #expect(stranded == 0, "\(stranded) blocks' pages still count blocks out after every thread exited")
     }
 }
 
