@@ -390,7 +390,10 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             Thread.sleep(forTimeInterval: 0.02)
             Variant.Cache.drainGlobal(c)
             stranded = 0
-            // The segment lock keeps segments from being unmapped while we look.
+            // The class's lock orders us after a thread draining into its
+            // pages; the segment lock (taken after it, as the allocator does)
+            // keeps segments from being unmapped while we look.
+            Lock.acquire(Central.lockWord(c))
             Lock.acquire(SegmentManager.lockWord)
             for a in all {
                 let p = RawPointer(bitPattern: a)!
@@ -400,6 +403,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
                 if Segment.page(of: p, in: seg).pointee.used != 0 { stranded += 1 }
             }
             Lock.release(SegmentManager.lockWord)
+            Lock.release(Central.lockWord(c))
             if stranded == 0 { break }
         }
         #expect(stranded == 0, "\(stranded) blocks' pages still count blocks out after every thread exited")
