@@ -131,6 +131,8 @@ struct SegmentManager: ~Copyable {
     var lastPurgeMs: UInt64
     var dirtyBytes: Int
     var usedBytes: Int
+    /// The part of `usedBytes` in medium blocks.
+    var mediumBytes: Int
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
@@ -215,6 +217,7 @@ struct SegmentManager: ~Copyable {
         markDirty(m, h, run)
         noteMasks(h)
         m.pointee.usedBytes -= slices * Tuning.sliceBytes
+        if page.pointee.sizeClass == SizeClass.markMedium { m.pointee.mediumBytes -= slices * Tuning.sliceBytes }
         if Options.purgeDelayMs == 0 { purgeSegment(m, h) }
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
@@ -312,6 +315,7 @@ struct SegmentManager: ~Copyable {
         let dirtyRun = h.pointee.dirtyMask & run
         m.pointee.dirtyBytes -= dirtyRun.nonzeroBitCount * Tuning.sliceBytes
         m.pointee.usedBytes += run.nonzeroBitCount * Tuning.sliceBytes
+        if mark == SizeClass.markMedium { m.pointee.mediumBytes += run.nonzeroBitCount * Tuning.sliceBytes }
         h.pointee.freeMask &= ~run
         h.pointee.dirtyMask &= ~run
         noteMasks(h)
@@ -357,7 +361,11 @@ struct SegmentManager: ~Copyable {
     /// (bytes in pages, medium and large blocks; AETHALLOC_DIRTY_PERCENT), at
     /// least `Tuning.dirtyMinBytes`.
     private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
-        let heap = m.pointee.usedBytes &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
+        // Blocks above 64 KiB count double: they come and go in runs of up
+        // to 16 slices, and a program cycling through them (growing
+        // buffers) re-faults every purged run.
+        let big = m.pointee.mediumBytes &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
+        let heap = m.pointee.usedBytes &+ big
         return max(Tuning.dirtyMinBytes, heap / 100 * Options.dirtyPercent)
     }
 

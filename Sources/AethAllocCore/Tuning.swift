@@ -63,7 +63,7 @@ enum Tuning {
     /// (Options.swift).
     static let defaultPurgeDelayMs = 1000
     /// Committed free slices are kept up to this percentage of the heap
-    /// (bytes in pages, medium and large blocks), and at least
+    /// (bytes in pages, plus medium and large blocks counted double), and at least
     /// `dirtyMinBytes`; beyond that a release purges down to half
     /// (SegmentManager). Overridden by AETHALLOC_DIRTY_PERCENT.
     /// fragmentation bench, page faults by setting (before dirty-first

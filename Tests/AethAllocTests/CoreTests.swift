@@ -286,7 +286,8 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         for p in blocks { Allocator.deallocate(p) }
         Lock.acquire(SegmentManager.lockWord)
         let dirty = SegmentManager.shared.pointee.dirtyBytes
-        let used = SegmentManager.shared.pointee.usedBytes + Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
+        let used = SegmentManager.shared.pointee.usedBytes + SegmentManager.shared.pointee.mediumBytes
+            + 2 * Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
         Lock.release(SegmentManager.lockWord)
         #expect(dirty >= 0 && used >= 0)
         #expect(dirty <= max(Tuning.dirtyMinBytes, used / 100 * Options.dirtyPercent), "dirty \(dirty) used \(used)")
