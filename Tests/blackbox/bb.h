@@ -26,6 +26,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -171,6 +172,17 @@ __attribute__((unused)) static int bb_arg(const char *a, const char *key, const 
 
 /* A random size: 90% up to 1 KiB, 9% up to `mid` more, 1% a large block of
  * up to `large` more. */
+/* A word-wise pattern: byte j of a block with seed s is byte j % 8 of
+ * bb_mix(s, j / 8), so whole words can be written and compared (soak, the
+ * API fuzzer). */
+static inline uint64_t bb_mix(uint64_t s, uint64_t i) {
+    uint64_t x = s ^ (i * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return x ^ (x >> 29);
+}
+static inline unsigned char bb_pat_byte(size_t j, uint64_t s) { return (unsigned char)(bb_mix(s, j / 8) >> (8 * (j % 8))); }
+
 __attribute__((unused)) static size_t bb_rand_size(uint64_t *rs, size_t mid, size_t large) {
     uint64_t r = bb_rand(rs) % 100;
     if (r < 90) return 1 + (size_t)(bb_rand(rs) % 1024);
@@ -212,6 +224,30 @@ __attribute__((unused)) static void bb_churn(uint64_t *rs, int ops, const char *
         size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
         BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
         free(live[k]);
+    }
+}
+
+/* Puts a fresh patterned block of bb_rand_size(rs, mid, large) bytes into a
+ * random one of the `count` slots shared under `lock`, then checks and frees
+ * the block it replaced (allocated, most likely, by another thread): frees
+ * that cross threads. `who` names the caller in a failure message. */
+__attribute__((unused)) static void bb_swap_shared(void **slots, size_t *sizes, int count, pthread_mutex_t *lock,
+                                                   uint64_t *rs, size_t mid, size_t large, const char *who) {
+    int k = (int)(bb_rand(rs) % (uint64_t)count);
+    size_t n = bb_rand_size(rs, mid, large);
+    void *p = malloc(n);
+    BB_CHECK(p != NULL, "%s: malloc failed", who);
+    bb_fill(p, n, (uintptr_t)p);
+    pthread_mutex_lock(lock);
+    void *old = slots[k];
+    size_t oldn = sizes[k];
+    slots[k] = p;
+    sizes[k] = n;
+    pthread_mutex_unlock(lock);
+    if (old) {
+        size_t bad = bb_check(old, oldn, (uintptr_t)old);
+        BB_CHECK(bad == (size_t)-1, "%s: shared block corrupted at %zu", who, bad);
+        free(old);
     }
 }
 

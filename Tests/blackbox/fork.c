@@ -117,22 +117,7 @@ static void *worker(void *arg) {
     while (!stop) {
         churn(&rs, 200, "worker");
         /* Swap a block through the shared array: cross-thread frees. */
-        int k = (int)(bb_rand(&rs) % NSHARED);
-        size_t n = bb_rand_size(&rs, 16384, (1 << 18));
-        void *p = malloc(n);
-        BB_CHECK(p != NULL, "worker: malloc failed");
-        bb_fill(p, n, (uintptr_t)p);
-        pthread_mutex_lock(&shared_lock);
-        void *old = shared[k];
-        size_t oldn = shared_n[k];
-        shared[k] = p;
-        shared_n[k] = n;
-        pthread_mutex_unlock(&shared_lock);
-        if (old) {
-            size_t bad = bb_check(old, oldn, (uintptr_t)old);
-            BB_CHECK(bad == (size_t)-1, "worker: shared block corrupted at %zu", bad);
-            free(old);
-        }
+        bb_swap_shared(shared, shared_n, NSHARED, &shared_lock, &rs, 16384, (1 << 18), "worker");
         /* Worker 0 also forks, a few times. */
         if (id == 0 && loops % 50 == 49 && loops < 500) do_fork(1000 + (int)loops, "a worker thread");
         loops++;

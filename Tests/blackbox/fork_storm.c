@@ -148,22 +148,7 @@ static void *worker(void *arg) {
     uint64_t rs = g_seed * 0xD1B54A32D192ED03ull + (uint64_t)id * 17 + 3;
     while (!stop) {
         churn(&rs, 100, "worker");
-        int k = (int)(bb_rand(&rs) % NSHARED);
-        size_t n = bb_rand_size(&rs, 32768, (1 << 19));
-        void *p = malloc(n);
-        BB_CHECK(p != NULL, "worker: malloc failed");
-        bb_fill(p, n, (uintptr_t)p);
-        pthread_mutex_lock(&shared_lock);
-        void *old = shared[k];
-        size_t oldn = shared_n[k];
-        shared[k] = p;
-        shared_n[k] = n;
-        pthread_mutex_unlock(&shared_lock);
-        if (old) {
-            size_t bad = bb_check(old, oldn, (uintptr_t)old);
-            BB_CHECK(bad == (size_t)-1, "worker: shared block corrupted at %zu", bad);
-            free(old);
-        }
+        bb_swap_shared(shared, shared_n, NSHARED, &shared_lock, &rs, 32768, (1 << 19), "worker");
         worker_ops[id] += 101;
     }
     return NULL;

@@ -61,29 +61,22 @@ static pthread_mutex_t exch_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile int stop_all;
 
 /* ---- patterns: every byte, word-wise ---- */
-static inline uint64_t mix(uint64_t s, uint64_t i) {
-    uint64_t x = s ^ (i * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    return x ^ (x >> 29);
-}
-static inline unsigned char pat_byte(size_t j, uint64_t s) { return (unsigned char)(mix(s, j / 8) >> (8 * (j % 8))); }
 
 static void fill(unsigned char *p, size_t n, uint64_t s) {
     size_t j = 0;
-    for (; j + 8 <= n; j += 8) *(uint64_t *)(p + j) = mix(s, j / 8);
-    for (; j < n; j++) p[j] = pat_byte(j, s);
+    for (; j + 8 <= n; j += 8) *(uint64_t *)(p + j) = bb_mix(s, j / 8);
+    for (; j < n; j++) p[j] = bb_pat_byte(j, s);
 }
 
 static void verify(const unsigned char *p, size_t n, uint64_t s, size_t upto, const char *what) {
     if (upto > n) upto = n;
     size_t j = 0;
     for (; j + 8 <= upto; j += 8)
-        if (*(const uint64_t *)(p + j) != mix(s, j / 8)) break;
+        if (*(const uint64_t *)(p + j) != bb_mix(s, j / 8)) break;
     for (; j < upto; j++)
-        if (p[j] != pat_byte(j, s))
+        if (p[j] != bb_pat_byte(j, s))
             bb_fail("%s: block %p of %zu bytes corrupted at offset %zu (0x%02x, expected 0x%02x)", what, (void *)p, n,
-                    j, p[j], pat_byte(j, s));
+                    j, p[j], bb_pat_byte(j, s));
 }
 
 static void check_and_free(blk_t b, const char *what) {

@@ -99,7 +99,7 @@ static void (*p_free_sized)(void *, size_t);
 static void (*p_free_aligned_sized)(void *, size_t, size_t);
 
 /* ---- patterns -------------------------------------------------------------
- * Byte j of a block with seed s is byte j % 8 of mix(s, j / 8); blocks are
+ * Byte j of a block with seed s is byte j % 8 of bb_mix(s, j / 8); blocks are
  * 16-byte aligned at least, so whole words are written as words. Blocks up
  * to 256 KiB are filled and checked whole; larger ones in their first and
  * last 64 KiB and the first 64 bytes of every 4 KiB page in between (enough
@@ -108,31 +108,23 @@ static void (*p_free_aligned_sized)(void *, size_t, size_t);
 #define SPARSE_ABOVE (256 * KiB)
 #define SPARSE_EDGE (64 * KiB)
 
-static inline uint64_t mix(uint64_t s, uint64_t i) {
-    uint64_t x = s ^ (i * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    return x ^ (x >> 29);
-}
-
-static inline unsigned char pat_byte(size_t j, uint64_t s) { return (unsigned char)(mix(s, j / 8) >> (8 * (j % 8))); }
 
 static void fill_range(unsigned char *p, size_t from, size_t to, uint64_t s) {
     size_t j = from;
-    for (; j < to && (j & 7); j++) p[j] = pat_byte(j, s);
-    for (; j + 8 <= to; j += 8) *(uint64_t *)(p + j) = mix(s, j / 8);
-    for (; j < to; j++) p[j] = pat_byte(j, s);
+    for (; j < to && (j & 7); j++) p[j] = bb_pat_byte(j, s);
+    for (; j + 8 <= to; j += 8) *(uint64_t *)(p + j) = bb_mix(s, j / 8);
+    for (; j < to; j++) p[j] = bb_pat_byte(j, s);
 }
 
 /* First offset in [from, to) that differs from the pattern, or (size_t)-1. */
 static size_t check_range(const unsigned char *p, size_t from, size_t to, uint64_t s) {
     size_t j = from;
     for (; j < to && (j & 7); j++)
-        if (p[j] != pat_byte(j, s)) return j;
+        if (p[j] != bb_pat_byte(j, s)) return j;
     for (; j + 8 <= to; j += 8)
-        if (*(const uint64_t *)(p + j) != mix(s, j / 8)) break;
+        if (*(const uint64_t *)(p + j) != bb_mix(s, j / 8)) break;
     for (; j < to; j++)
-        if (p[j] != pat_byte(j, s)) return j;
+        if (p[j] != bb_pat_byte(j, s)) return j;
     return (size_t)-1;
 }
 
@@ -277,7 +269,7 @@ static void verify_block(const blk_t *b, const char *when) {
         char d[200];
         describe(d, sizeof d, b);
         FAIL("%s: block %s corrupted at offset %zu (byte 0x%02x, expected 0x%02x)", when, d, bad, b->p[bad],
-             pat_byte(bad, b->seed));
+             bb_pat_byte(bad, b->seed));
     }
     size_t us = malloc_usable_size(b->p);
     if (us != b->usable) {
