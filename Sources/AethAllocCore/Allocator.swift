@@ -83,7 +83,7 @@ enum Allocator {
     static func allocateSlow(_ n: UInt, _ c: Int) -> RawPointer? {
         let saved = OS.errno
         var c = c
-        if aeth_tls_state_get() != ThreadState.live {
+        if OS.tlsState != ThreadState.live {
             Runtime.ensureInitialized()
             c = SizeClass.index(of: Int(bitPattern: n))
         }
@@ -119,7 +119,7 @@ enum Allocator {
         guard let p else { return }
         let a = UInt(bitPattern: p)
         let chunk = a &>> UInt(Tuning.segmentShift)
-        if a & 15 == 0 && chunk < UInt(AETH_SEGMENT_MAP_ENTRIES) && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
+        if a & 15 == 0 && chunk < UInt(OS.segmentMapEntries) && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
             let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
             let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
             if c < SizeClass.count {
@@ -150,7 +150,7 @@ enum Allocator {
         case .small(let c):
             Hardening.takeBack(p, sizeClass: c, operation: "free")
             ThreadCache.deallocate(p, c)
-        case .medium(let page): Medium.deallocate(page)
+        case .medium(let page): Medium.deallocate(p, page)
         case .large(let base): Large.deallocate(p, base: base)
         }
         OS.errno = saved
@@ -184,11 +184,20 @@ enum Allocator {
             return allocateAboveClasses(size: Int(bitPattern: total), alignment: 16, zeroed: true)
         }
         guard let p = allocate(total) else { return nil }
-        aeth_memset(p, 0, Int(bitPattern: total))
+        OS.zero(p, bytes: Int(bitPattern: total))
         return p
     }
 
+    /// realloc: a success (or realloc(p, 0), which frees) leaves errno as it
+    /// was; a failure sets ENOMEM and leaves `p` intact.
     static func reallocate(_ p: RawPointer?, _ n: UInt) -> RawPointer? {
+        let saved = OS.errno
+        let q = resize(p, n)
+        if q != nil || (p != nil && n == 0) { OS.errno = saved }
+        return q
+    }
+
+    private static func resize(_ p: RawPointer?, _ n: UInt) -> RawPointer? {
         guard let p else { return allocate(n) }
         if n == 0 {
             deallocate(p)
@@ -212,14 +221,7 @@ enum Allocator {
             if size > usable && size <= Tuning.mediumMaxBytes && Medium.grow(page, to: size) { return p }
         case .large(let base):
             usable = Large.usableSize(p, base: base, operation: "realloc")
-            if size > Tuning.maxSmallBytes {
-                let saved = OS.errno
-                if let q = Large.reallocate(p, base: base, size: size) {
-                    OS.errno = saved
-                    return q
-                }
-                OS.errno = saved
-            }
+            if size > Tuning.maxSmallBytes, let q = Large.reallocate(p, base: base, size: size) { return q }
         }
         // A block that must move while growing gets 25% headroom, so a
         // buffer growing in small steps does not copy at every step.
@@ -227,14 +229,12 @@ enum Allocator {
         if size > usable && usable > Tuning.maxSmallBytes / 2 {
             request = max(n, UInt(usable + usable / 4))
         }
-        let saved = OS.errno
         let growing = size > usable && request > UInt(Tuning.maxSmallBytes)
         let first = growing
             ? allocateAboveClasses(size: Int(bitPattern: request), alignment: 16, zeroed: false, growing: true)
             : allocate(request)
         guard let q = first ?? (request != n ? allocate(n) : nil) else { return nil }
-        OS.errno = saved
-        aeth_memcpy(q, p, min(usable, size))
+        OS.copy(q, p, bytes: min(usable, size))
         deallocate(p)
         return q
     }
@@ -275,7 +275,7 @@ enum Allocator {
     /// empty pages, free slices and cached large spans. True if any bytes went back.
     static func trim() -> Bool {
         Runtime.ensureInitialized()
-        if aeth_tls_state_get() == ThreadState.live { Variant.Cache.flushAll(ThreadCache.current) }
+        ThreadCache.flushCurrent()
         var released = 0
         for c in 0..<SizeClass.count {
             Variant.Cache.drainGlobal(c)

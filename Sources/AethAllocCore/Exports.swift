@@ -132,6 +132,6 @@ public func aethalloc_get_metrics_ext(_ out: UnsafeMutablePointer<aethalloc_metr
     var full = MetricsSnapshot.take().asExt()
     let n = min(callerBytes, MemoryLayout<aethalloc_metrics_ext>.size)
     full.size = UInt32(n)
-    withUnsafeBytes(of: &full) { aeth_memcpy(out, $0.baseAddress!, n) }
+    withUnsafeBytes(of: &full) { OS.copy(out, $0.baseAddress!, bytes: n) }
     return 0
 }

@@ -1,31 +1,42 @@
 // Globals.swift: where the core's global state lives.
 //
-// All global state is carved out of `aeth_root_storage`, zeroed static storage
-// in the C shim, at the fixed offsets below. Zero bits are a valid state for
-// every structure here (unlocked locks, empty stacks and lists, `initState`
-// 0), so nothing has to run before the first malloc, and no Swift global with
-// a lazy initialiser (`swift_once`) is on any path.
+// All global state is carved out of `OS.rootStorage`, zeroed static storage
+// in the C shim. Zero bits are a valid state for every structure here
+// (unlocked locks, empty stacks and lists, `initState` 0), so nothing has to
+// run before the first malloc, and no Swift global with a lazy initialiser
+// (`swift_once`) is on any path.
 //
-//   offset   contents
-//   0        size table: class of each 16-byte step up to 1 KiB (65 bytes)
-//   128      ProcessState
-//   1024     ClassInfo[SizeClass.count]
-//   4096     Central[SizeClass.count], 128 bytes each (own cache lines)
-//   12288    Depot[SizeClass.count], 64 bytes each
-//   16384    SegmentManager
-//   17408    (free)
-//   18432    MetadataArena
-//   18688    the shared stack of empty magazines
-//   18944    ThreadCacheRegistry
-//   20480    GlobalMetrics (metrics variant), then per-class counts
-//   21504    PublisherState (metrics variant's statistics file)
-//   24576    the lock table: every lock of the core, 64 bytes apart
-//   28672    LargeCache and its entries
+// The layout is derived, never written down: each region starts where the
+// one before it ends (`Layout.after`), rounded up to its alignment, and its
+// size comes from `MemoryLayout` of its type. Adding a field to a structure
+// moves everything after it; nothing can overlap. In release builds every
+// offset folds to a constant. In order:
 //
-// Locks live apart from the data they protect, so plain field accesses of a
-// structure never overlap a lock word that other threads update atomically.
-import CAethAlloc
+//   size table      class of each 16-byte step up to 1 KiB
+//   ProcessState
+//   ClassInfo[SizeClass.count]
+//   Central[SizeClass.count]     `centralStride` apart (own cache lines)
+//   Depot[SizeClass.count]       `depotStride` apart
+//   SegmentManager, MetadataArena, the stacks of empty magazines and of
+//   free batch descriptors,
+//   ThreadCacheRegistry, GlobalMetrics (+ per-class counts), PublisherState
+//   the slot table: every lock and atomic flag, `slotStride` apart
+//   LargeCache and its entries
+//
+// Locks and atomic flags live apart from the data they protect, so plain
+// field accesses of a structure never overlap a word that other threads
+// update atomically.
 import Synchronization
+
+/// Offsets derived from sizes.
+enum Layout {
+    /// The first multiple of `align` (a power of two) at or after
+    /// `offset + bytes`.
+    @inline(__always)
+    static func after(_ offset: Int, _ bytes: Int, align: Int = 64) -> Int {
+        (offset &+ bytes &+ align &- 1) & ~(align &- 1)
+    }
+}
 
 /// Process-wide flags and handles.
 /// Written once by the initialising thread before `Globals.initState` is
@@ -43,55 +54,67 @@ struct ProcessState {
 }
 
 enum Globals {
-    static let sizeTableOffset = 0
-    static let processOffset = 128
-    static let classInfoOffset = 1024
-    static let centralOffset = 4096
-    static let centralStride = 128
-    static let depotOffset = 12288
-    static let depotStride = 64
-    static let segmentManagerOffset = 16384
-    static let arenaOffset = 18432
-    static let emptyMagazinesOffset = 18688
-    static let registryOffset = 18944
-    static let metricsOffset = 20480
-    static let publisherOffset = 21504
-    static let lockTableOffset = 24576
-    static let lockStride = 64
-    static let largeCacheOffset = 28672
-    static let endOffset = 32768
+    // ---- the regions, each after the one before --------------------------------
+    @inline(__always) static var sizeTableOffset: Int { 0 }
+    @inline(__always) static var sizeTableBytes: Int { Tuning.smallTableMaxBytes / 16 + 1 }
+    @inline(__always) static var processOffset: Int { Layout.after(sizeTableOffset, sizeTableBytes) }
+    @inline(__always) static var classInfoOffset: Int { Layout.after(processOffset, MemoryLayout<ProcessState>.size) }
+    /// Two cache lines per class: a class lock's holder does not share a
+    /// line with another class's list head (adjacent-line prefetch).
+    @inline(__always) static var centralStride: Int { Layout.after(0, MemoryLayout<Central>.size, align: 128) }
+    @inline(__always) static var centralOffset: Int {
+        Layout.after(classInfoOffset, MemoryLayout<ClassInfo>.stride * SizeClass.count, align: 128)
+    }
+    @inline(__always) static var depotStride: Int { Layout.after(0, MemoryLayout<Depot>.size) }
+    @inline(__always) static var depotOffset: Int { Layout.after(centralOffset, centralStride * SizeClass.count) }
+    @inline(__always) static var segmentManagerOffset: Int { Layout.after(depotOffset, depotStride * SizeClass.count) }
+    @inline(__always) static var arenaOffset: Int { Layout.after(segmentManagerOffset, MemoryLayout<SegmentManager>.size) }
+    @inline(__always) static var emptyMagazinesOffset: Int { Layout.after(arenaOffset, MemoryLayout<MetadataArena>.size) }
+    @inline(__always) static var emptyBatchesOffset: Int { Layout.after(emptyMagazinesOffset, MemoryLayout<TaggedStack>.size) }
+    @inline(__always) static var registryOffset: Int { Layout.after(emptyBatchesOffset, MemoryLayout<TaggedStack>.size) }
+    @inline(__always) static var metricsOffset: Int { Layout.after(registryOffset, MemoryLayout<ThreadCacheRegistry>.size) }
+    @inline(__always) static var publisherOffset: Int { Layout.after(metricsOffset, GlobalMetrics.bytes) }
+    @inline(__always) static var slotTableOffset: Int { Layout.after(publisherOffset, PublisherState.bytes, align: 4096) }
+    /// One slot per lock or flag, a cache line each.
+    @inline(__always) static var slotStride: Int { 64 }
+    @inline(__always) static var largeCacheOffset: Int { Layout.after(slotTableOffset, slotCount * slotStride) }
+    @inline(__always) static var endOffset: Int { Layout.after(largeCacheOffset, LargeCache.bytes) }
 
-    // Indices in the lock table.
+    // ---- the slot table ----------------------------------------------------------
+    // Locks.
     static let segmentLock = 0
     static let largeCacheLock = 1
     static let arenaLock = 2
     static let registryLock = 3
     static let publisherLock = 4
-    static let centralLock0 = 8  // + size class
     /// Not a lock: 0 untouched, 1 a thread is initialising, 2 ready.
     static let initStateSlot = 5
-
     /// Not a lock: when the statistics file was last written (Publish.swift).
     static let lastPublishSlot = 6
     /// Not a lock: bytes mapped for live large blocks (Large.swift), a part
     /// of the heap the dirty budget scales with (SegmentManager).
     static let largeLiveSlot = 7
-    @inline(__always) static var largeLiveBytes: UnsafeMutablePointer<Atomic<Int>> {
-        (root + (lockTableOffset &+ largeLiveSlot &* lockStride)).assumingMemoryBound(to: Atomic<Int>.self)
-    }
-    @inline(__always) static var lastPublishMs: UnsafeMutablePointer<Atomic<UInt64>> {
-        (root + (lockTableOffset &+ lastPublishSlot &* lockStride)).assumingMemoryBound(to: Atomic<UInt64>.self)
-    }
+    /// Not a lock: when a thread last failed to attach a cache (ThreadCache).
+    static let attachFailedSlot = 8
+    /// Not a lock: a fork child has orphaned caches to reclaim (ThreadCache).
+    static let orphansPendingSlot = 9
+    /// The class locks: `centralLock0 + c`.
+    static let centralLock0 = 10
+    @inline(__always) static var slotCount: Int { centralLock0 + SizeClass.count }
 
-    @inline(__always) static var initState: UnsafeMutablePointer<Atomic<Int>> {
-        (root + (lockTableOffset &+ initStateSlot &* lockStride)).assumingMemoryBound(to: Atomic<Int>.self)
+    @inline(__always)
+    private static func slot<T: ~Copyable>(_ i: Int, as: T.Type) -> UnsafeMutablePointer<T> {
+        (root + (slotTableOffset &+ i &* slotStride)).assumingMemoryBound(to: T.self)
     }
+    @inline(__always) static func lock(_ i: Int) -> UnsafeMutablePointer<LockWord> { slot(i, as: LockWord.self) }
+    @inline(__always) static var initState: UnsafeMutablePointer<Atomic<Int>> { slot(initStateSlot, as: Atomic<Int>.self) }
+    @inline(__always) static var lastPublishMs: UnsafeMutablePointer<Atomic<UInt64>> { slot(lastPublishSlot, as: Atomic<UInt64>.self) }
+    @inline(__always) static var largeLiveBytes: UnsafeMutablePointer<Atomic<Int>> { slot(largeLiveSlot, as: Atomic<Int>.self) }
+    @inline(__always) static var attachFailedMs: UnsafeMutablePointer<Atomic<UInt64>> { slot(attachFailedSlot, as: Atomic<UInt64>.self) }
+    @inline(__always) static var orphansPending: UnsafeMutablePointer<Atomic<Bool>> { slot(orphansPendingSlot, as: Atomic<Bool>.self) }
 
-    @inline(__always) static func lock(_ i: Int) -> UnsafeMutablePointer<LockWord> {
-        (root + (lockTableOffset &+ i &* lockStride)).assumingMemoryBound(to: LockWord.self)
-    }
-
-    @inline(__always) static var root: RawPointer { RawPointer(aeth_root()) }
+    // ---- the regions ---------------------------------------------------------------
+    @inline(__always) static var root: RawPointer { OS.rootStorage }
 
     @inline(__always) static var sizeTable: UnsafeMutablePointer<UInt8> {
         (root + sizeTableOffset).assumingMemoryBound(to: UInt8.self)
@@ -120,6 +143,10 @@ enum Globals {
     @inline(__always) static var emptyMagazines: UnsafeMutablePointer<TaggedStack> {
         (root + emptyMagazinesOffset).assumingMemoryBound(to: TaggedStack.self)
     }
+    /// Free batch descriptors of the simple variant's pools (SimpleCache.swift).
+    @inline(__always) static var emptyBatches: UnsafeMutablePointer<TaggedStack> {
+        (root + emptyBatchesOffset).assumingMemoryBound(to: TaggedStack.self)
+    }
     @inline(__always) static var registry: UnsafeMutablePointer<ThreadCacheRegistry> {
         (root + registryOffset).assumingMemoryBound(to: ThreadCacheRegistry.self)
     }
@@ -129,34 +156,18 @@ enum Globals {
     @inline(__always) static var publisher: UnsafeMutablePointer<PublisherState> {
         (root + publisherOffset).assumingMemoryBound(to: PublisherState.self)
     }
-    @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
+    @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { OS.segmentMap }
 
-    /// Checks at start-up that the fixed offsets above fit the types.
+    /// Checks at start-up what the derivation cannot: that everything fits
+    /// the static storage, and that each policy's per-class state and the
+    /// thread cache fit their fixed sizes.
     static func checkLayout() {
-        let ok = MemoryLayout<ProcessState>.size <= classInfoOffset - processOffset
-            && MemoryLayout<ClassInfo>.stride * SizeClass.count <= centralOffset - classInfoOffset
-            && MemoryLayout<Central>.size <= centralStride
-            && centralOffset + centralStride * SizeClass.count <= depotOffset
-            && MemoryLayout<Depot>.size <= depotStride
-            && depotOffset + depotStride * SizeClass.count <= segmentManagerOffset
-            && MemoryLayout<SegmentManager>.size <= largeCacheOffset - segmentManagerOffset
-            && MemoryLayout<LargeCache>.size <= LargeCache.entriesOffset
-            && LargeCache.entriesOffset + MemoryLayout<LargeCacheEntry>.stride * Tuning.largeCacheEntries
-                <= endOffset - largeCacheOffset
-            && MemoryLayout<MetadataArena>.size <= emptyMagazinesOffset - arenaOffset
-            && MemoryLayout<TaggedStack>.size <= registryOffset - emptyMagazinesOffset
-            && MemoryLayout<ThreadCacheRegistry>.size <= metricsOffset - registryOffset
-            && MemoryLayout<GlobalMetrics>.size <= GlobalMetrics.classAllocsOffset
-            && GlobalMetrics.classAllocsOffset + 8 * SizeClass.count <= publisherOffset - metricsOffset
-            && MemoryLayout<PublisherState>.size <= PublisherState.directoryOffset
-            && publisherOffset + PublisherState.bytes <= lockTableOffset
-            && lockTableOffset + (centralLock0 + SizeClass.count) * lockStride <= largeCacheOffset
+        let ok = endOffset <= OS.rootStorageBytes
             && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
             && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
-            && ThreadCache.coldOffset + ThreadCache.coldStride * SizeClass.count <= ThreadCache.statsOffset
-            && ThreadCache.statsOffset + 720 <= ThreadCache.nextFreeOffset
-            && endOffset <= aeth_root_bytes()
-            && ThreadCache.bytes <= Int(AETH_EMPTY_CACHE_BYTES)
+            && ThreadCache.linksOffset + MemoryLayout<CacheLinks>.size <= ThreadCache.bytes
+            && ThreadCache.bytes <= OS.emptyCacheBytes
+            && MemoryLayout<LockWord>.size <= slotStride && MemoryLayout<Atomic<UInt64>>.size <= slotStride
         if !ok { Diagnostics.fatal("internal error: global state layout does not fit") }
     }
 }

@@ -24,7 +24,6 @@
 //   after free faults.
 // - Large blocks have a PROT_NONE guard page right after their last page and
 //   one between their header page and their data.
-import CAethAlloc
 import Synchronization
 
 enum Hardening {
@@ -61,7 +60,7 @@ enum Hardening {
         if old & bit == 0 {
             Diagnostics.invalidPointer(p, operation: operation, reason: "not a live block: double free or interior pointer")
         }
-        aeth_memset(p, 0, Globals.classInfo(c).pointee.blockSize)
+        OS.zero(p, bytes: Globals.classInfo(c).pointee.blockSize)
     }
 
     /// Checks, without changing it, that a small block is live.
@@ -76,10 +75,16 @@ enum Hardening {
 
     // ---- guard pages --------------------------------------------------------
 
+    // A guard the OS refuses (mprotect fails with ENOMEM once the process
+    // is at vm.max_map_count: each guard splits a mapping) is never skipped:
+    // the allocation that needed it fails with NULL + ENOMEM instead, so a
+    // hardened block always has its guards (README, "The hardened variant").
+
     /// A new segment: the last page of its metadata slice becomes a guard.
-    static func protectSegment(_ base: RawPointer) {
-        if !Variant.hardened { return }
-        _ = aeth_protect_none(base + segmentGuardOffset, Tuning.osPageBytes)
+    /// False if the OS refused (the caller gives the segment back).
+    static func protectSegment(_ base: RawPointer) -> Bool {
+        if !Variant.hardened { return true }
+        return OS.protectNone(base + segmentGuardOffset, bytes: Tuning.osPageBytes)
     }
 
     /// Extra bytes a large mapping needs for its trailing guard page.
@@ -95,21 +100,18 @@ enum Hardening {
 
     /// Protects the guard pages of a large mapping of `mapped` bytes (the
     /// last page) with data at `userOffset` (the page before the data).
-    static func protectLarge(_ base: RawPointer, mapped: Int, userOffset: Int) {
-        if !Variant.hardened { return }
-        _ = aeth_protect_none(base + (userOffset - Tuning.osPageBytes), Tuning.osPageBytes)
-        _ = aeth_protect_none(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
+    /// False if the OS refused either (the caller unmaps the span).
+    static func protectLarge(_ base: RawPointer, mapped: Int, userOffset: Int) -> Bool {
+        if !Variant.hardened { return true }
+        return OS.protectNone(base + (userOffset - Tuning.osPageBytes), bytes: Tuning.osPageBytes)
+            && OS.protectNone(base + (mapped - Tuning.osPageBytes), bytes: Tuning.osPageBytes)
     }
 
-    /// Around a large block's resize: its last page stops, then starts
-    /// again, being the guard.
-    static func unprotectTrailingGuard(_ base: RawPointer, mapped: Int) {
-        if !Variant.hardened { return }
-        _ = aeth_protect_read_write(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
-    }
-    static func protectTrailingGuard(_ base: RawPointer, mapped: Int) {
-        if !Variant.hardened { return }
-        _ = aeth_protect_none(base + (mapped - Tuning.osPageBytes), Tuning.osPageBytes)
+    /// The page at `base + mapped - page` becomes a large block's trailing
+    /// guard (after a shrink). False if the OS refused.
+    static func protectTrailingGuard(_ base: RawPointer, mapped: Int) -> Bool {
+        if !Variant.hardened { return true }
+        return OS.protectNone(base + (mapped - Tuning.osPageBytes), bytes: Tuning.osPageBytes)
     }
 
     /// Whether blocks above 64 KiB may be carved from segments (Medium.swift)
@@ -132,7 +134,9 @@ enum Hardening {
         return raw ^ secret ^ (UInt(bitPattern: slot) >> 12)
     }
 
-    /// The link stored at `slot`, decoded; aborts if it leaves `page`.
+    /// The link stored at `slot`, decoded. Aborts unless it is a block of
+    /// `page`: on a block boundary of its class and below the bump limit
+    /// (only blocks handed out before can be on a free list).
     @inline(__always)
     static func decodeLink(at slot: RawPointer, page: UnsafeMutablePointer<PageMeta>) -> RawPointer? {
         let stored = slot.load(as: UInt.self)
@@ -140,10 +144,19 @@ enum Hardening {
         let raw = stored ^ secret ^ (UInt(bitPattern: slot) >> 12)
         if raw == 0 { return nil }
         let start = UInt(bitPattern: page.pointee.start)
-        if raw < start || raw >= start + UInt(page.pointee.limitBytes) || raw & 15 != 0 {
+        if raw < start || raw - start >= UInt(page.pointee.bumpBytes) || (raw - start) % UInt(page.pointee.blockSize) != 0 {
             Diagnostics.invalidPointer(slot, operation: "malloc", reason: "free list corrupted: a freed block was written to")
         }
         return RawPointer(bitPattern: raw)
+    }
+
+    /// A block leaving a page's free list: its link word is cleared, so the
+    /// program never reads an encoded link (the list's last link would
+    /// otherwise give away `secret ^ (address >> 12)`).
+    @inline(__always)
+    static func clearLink(_ block: RawPointer) {
+        if !Variant.hardened { return }
+        block.storeBytes(of: 0, as: UInt.self)
     }
 
     @inline(__always) static var secret: UInt { Globals.process.pointee.secret }
@@ -151,6 +164,6 @@ enum Hardening {
     /// Reads the per-process secret (initialisation).
     static func loadSecret() {
         if !Variant.hardened { return }
-        Globals.process.pointee.secret = UInt(truncatingIfNeeded: aeth_random_word()) | 1
+        Globals.process.pointee.secret = UInt(truncatingIfNeeded: OS.randomWord()) | 1
     }
 }

@@ -45,7 +45,8 @@ struct LargeCache: ~Copyable {
     var totalBytes: Int
     var lastDecayMs: UInt64
 
-    static let entriesOffset = 64
+    @inline(__always) static var entriesOffset: Int { Layout.after(0, MemoryLayout<LargeCache>.size) }
+    @inline(__always) static var bytes: Int { entriesOffset + MemoryLayout<LargeCacheEntry>.stride * Tuning.largeCacheEntries }
     static var lockWord: UnsafeMutablePointer<LockWord> {
         Globals.lock(Globals.largeCacheLock)
     }
@@ -115,8 +116,12 @@ enum Large {
         }
         let b = base!
         if fresh {
-            aeth_memset(b, Int32(SizeClass.markLarge), 64)
-            Hardening.protectLarge(b, mapped: mapped, userOffset: userOffset)
+            // Hardened: no block without its guards (NULL + ENOMEM instead).
+            if !Hardening.protectLarge(b, mapped: mapped, userOffset: userOffset) {
+                if OS.unmap(b, bytes: mapped) { Stats.largeUnmapped(bytes: mapped) }
+                return nil
+            }
+            OS.fill(b, byte: SizeClass.markLarge, bytes: 64)
         }
         header(b).pointee = LargeHeader(
             kind: SegmentHeader.kindLarge, inUse: 1, mappedBytes: mapped, userOffset: userOffset,
@@ -127,7 +132,7 @@ enum Large {
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
         Globals.largeLiveBytes.pointee.wrappingAdd(mapped, ordering: .relaxed)
-        if zeroed && !fresh { aeth_memset(user, 0, size) }
+        if zeroed && !fresh { OS.zero(user, bytes: size) }
         return user
     }
 
@@ -135,7 +140,13 @@ enum Large {
     static func deallocate(_ p: RawPointer, base: RawPointer) {
         let h = header(base)
         validate(p, base: base, operation: "free")
-        h.pointee.inUse = 0
+        // One CAS, so two threads freeing the same block at once cannot both
+        // cache or unmap its span: the loser reports the double free.
+        let claimed = withUnsafeMutablePointer(to: &h.pointee.inUse) {
+            RawPointer($0).assumingMemoryBound(to: Atomic<UInt32>.self).pointee
+                .compareExchange(expected: 1, desired: 0, ordering: .acquiringAndReleasing).exchanged
+        }
+        if !claimed { Diagnostics.invalidPointer(p, operation: "free", reason: "block already freed") }
         let bytes = h.pointee.mappedBytes
         Stats.largeFreed(bytes: bytes - h.pointee.userOffset - Hardening.largeTrailingGuardBytes)
         Globals.largeLiveBytes.pointee.wrappingSubtract(bytes, ordering: .relaxed)
@@ -170,10 +181,14 @@ enum Large {
         h.pointee.requested = size
         if needed <= mapped {
             // Shrink: give back the tail when at least half would be unused.
-            if shrinking && mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes {
-                OS.unmap(base + needed, bytes: mapped - needed)
+            // The new guard page is protected before the tail goes, so the
+            // block is never without one; if the OS refuses either step the
+            // block keeps its mapping (still correct, just larger).
+            if shrinking && mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes
+                && Hardening.protectTrailingGuard(base, mapped: needed)
+                && OS.unmap(base + needed, bytes: mapped - needed)
+            {
                 h.pointee.mappedBytes = needed
-                Hardening.protectTrailingGuard(base, mapped: needed)
                 Stats.largeUnmapped(bytes: mapped - needed)
                 resized(from: mapped, to: needed)
             }
@@ -185,30 +200,25 @@ enum Large {
         if needed - mapped < headroom {
             needed = (mapped + headroom + Tuning.osPageBytes - 1) & ~(Tuning.osPageBytes - 1)
         }
+        // The hardened variant's guard pages split the mapping into several
+        // VMAs and mremap works on one: it copies instead (the caller).
         if !Hardening.remapsLargeBlocks { return nil }
-        // The old guard page becomes data; the new last page becomes the guard.
-        Hardening.unprotectTrailingGuard(base, mapped: mapped)
         if OS.remapInPlace(base, from: mapped, to: needed) {
             h.pointee.mappedBytes = needed
-            Hardening.protectTrailingGuard(base, mapped: needed)
             Stats.largeMapped(bytes: needed - mapped)
             resized(from: mapped, to: needed)
             return p
         }
         let alignment = h.pointee.baseAlignment
-        guard let target = OS.mapAligned(bytes: needed, alignment: alignment) else {
-            Hardening.protectTrailingGuard(base, mapped: mapped)
-            return nil
-        }
+        guard let target = OS.mapAligned(bytes: needed, alignment: alignment) else { return nil }
         Segment.mapClear(p)
         if !OS.remap(base, from: mapped, to: needed, at: target) {
+            // The block stays where it was; the caller copies.
             Segment.mapSet(p, headerChunksBack: userOffset >> Tuning.segmentShift)
             OS.unmap(target, bytes: needed)
-            Hardening.protectTrailingGuard(base, mapped: mapped)
             return nil
         }
         header(target).pointee.mappedBytes = needed
-        Hardening.protectTrailingGuard(target, mapped: needed)
         Stats.largeMapped(bytes: needed - mapped)
         resized(from: mapped, to: needed)
         let user = target + userOffset
@@ -249,11 +259,13 @@ enum Large {
         if h.inUse != 1 { Diagnostics.invalidPointer(p, operation: operation, reason: "block already freed") }
     }
 
+    /// Gives a span back to the OS. Should munmap be refused (it splits
+    /// nothing here, but a fault plan or a seccomp filter can refuse it), the
+    /// pages are purged instead: the address space leaks, the memory does not.
     private static func unmap(_ base: RawPointer, _ h: UnsafeMutablePointer<LargeHeader>) {
         let bytes = h.pointee.mappedBytes
         Segment.mapClear(base + h.pointee.userOffset)
-        Stats.largeUnmapped(bytes: bytes)
-        OS.unmap(base, bytes: bytes)
+        if OS.unmap(base, bytes: bytes) || OS.purge(base, bytes: bytes) { Stats.largeUnmapped(bytes: bytes) }
     }
 
     /// The smallest cached span that fits (the caller trims a much larger one).

@@ -21,7 +21,7 @@ enum Lock {
     @inline(never)
     static func acquireSlow(_ l: UnsafeMutablePointer<LockWord>) {
         for _ in 0..<100 {
-            aeth_cpu_relax()
+            OS.cpuRelax()
             if l.pointee.load(ordering: .relaxed) == 0,
                 l.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
             {
@@ -30,14 +30,14 @@ enum Lock {
         }
         let raw = UnsafeMutableRawPointer(l).assumingMemoryBound(to: UInt32.self)
         while l.pointee.exchange(2, ordering: .acquiring) != 0 {
-            aeth_futex_wait(raw, 2)
+            OS.futexWait(raw, expected: 2)
         }
     }
 
     @inline(__always)
     static func release(_ l: UnsafeMutablePointer<LockWord>) {
         if l.pointee.exchange(0, ordering: .releasing) == 2 {
-            aeth_futex_wake_one(UnsafeMutableRawPointer(l).assumingMemoryBound(to: UInt32.self))
+            OS.futexWakeOne(UnsafeMutableRawPointer(l).assumingMemoryBound(to: UInt32.self))
         }
     }
 

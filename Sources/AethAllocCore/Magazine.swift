@@ -51,9 +51,9 @@ struct Magazine {
 /// Reading A.next after another thread popped A is safe because nodes live
 /// in metadata memory that is never unmapped; the link is an atomic word so
 /// the racy read is well defined, and a stale value is rejected by the CAS.
-/// Nodes must stay readable memory while any thread may still pop: magazines
-/// live in the metadata arena, and blocks on the simple variant's pools live
-/// in segments that variant never unmaps (Variant.unmapsEmptySegments).
+/// Nodes must stay readable memory while any thread may still pop: every
+/// node (magazines, the simple variant's batch descriptors) lives in the
+/// metadata arena, which is never unmapped.
 struct TaggedStack: ~Copyable {
     let head: Atomic<WordPair>
     let count: Atomic<Int>

@@ -68,16 +68,25 @@ enum MagazineCache: CachePolicy {
             swap(c, hot, pair)
         } else {
             // The loaded magazine is full; so is the previous one, if any.
-            if let prev = pair.pointee.previous, !Depot.pushFull(c, prev) {
-                // The depot is at its limit: the blocks go back to their pages.
-                Central.drain(c, from: Magazine.rounds(prev), count: prev.pointee.count)
-                prev.pointee.count = 0
-                swap(c, hot, pair)
-                _ = push(hot, p)
-                return
+            if let prev = pair.pointee.previous {
+                if !Depot.pushFull(c, prev) {
+                    // The depot is at its limit: the blocks go back to their pages.
+                    Central.drain(c, from: Magazine.rounds(prev), count: prev.pointee.count)
+                    prev.pointee.count = 0
+                    swap(c, hot, pair)
+                    _ = push(hot, p)
+                    return
+                }
+                // The depot owns it now: another thread may pop it at once.
+                pair.pointee.previous = nil
             }
-            guard let m = Magazine.obtainEmpty() else { return ThreadCache.deallocateDirect(p, c) }
+            // previous := the full loaded magazine; an empty one is loaded.
             unload(hot, pair)
+            pair.pointee.loaded = nil
+            hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
+            // No memory for an empty magazine: the cache keeps its full one
+            // as `previous` and the block goes straight to its page.
+            guard let m = Magazine.obtainEmpty() else { return ThreadCache.deallocateDirect(p, c) }
             load(c, hot, pair, m)
         }
         _ = push(hot, p)

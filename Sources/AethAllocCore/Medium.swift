@@ -19,7 +19,7 @@
 //
 // The hardened variant keeps mapping these sizes (Large.swift), for the
 // guard page after every block.
-import CAethAlloc
+import Synchronization
 
 enum Medium {
     /// Whether requests of `size` bytes (> maxSmallBytes) and `alignment`
@@ -42,7 +42,7 @@ enum Medium {
         page.pointee.used = 1
         let p = page.pointee.start!
         Stats.largeAllocated(bytes: n * Tuning.sliceBytes)
-        if zeroed && !clean { aeth_memset(p, 0, size) }
+        if zeroed && !clean { OS.zero(p, bytes: size) }
         return p
     }
 
@@ -56,9 +56,16 @@ enum Medium {
         return page
     }
 
-    static func deallocate(_ page: UnsafeMutablePointer<PageMeta>) {
+    static func deallocate(_ p: RawPointer, _ page: UnsafeMutablePointer<PageMeta>) {
+        // One CAS, so two threads freeing the same block at once cannot both
+        // give its slices back (the second could free a block carved there
+        // in between): the loser reports the double free.
+        let claimed = withUnsafeMutablePointer(to: &page.pointee.used) {
+            RawPointer($0).assumingMemoryBound(to: Atomic<UInt32>.self).pointee
+                .compareExchange(expected: 1, desired: 0, ordering: .acquiringAndReleasing).exchanged
+        }
+        if !claimed { Diagnostics.invalidPointer(p, operation: "free", reason: "block already freed") }
         Stats.largeFreed(bytes: usableSize(page))
-        page.pointee.used = 0
         SegmentManager.releasePage(page)
     }
 

@@ -19,7 +19,7 @@ struct MetricsSnapshot {
     /// The process totals, after adding the calling thread's own counters.
     static func take() -> MetricsSnapshot {
         if !Variant.statsEnabled { return MetricsSnapshot() }
-        if aeth_tls_state_get() == ThreadState.live { Stats.flush(ThreadCache.current) }
+        if OS.tlsState == ThreadState.live { Stats.flush(ThreadCache.current) }
         return totals()
     }
 

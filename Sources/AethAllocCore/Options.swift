@@ -13,7 +13,6 @@
 //                              large blocks count double; at least 256 KiB);
 //                              beyond it a free purges down to half
 //   AETHALLOC_STATS=1          print the metrics summary at exit (metrics variant)
-import CAethAlloc
 
 enum Options {
     @inline(__always) static var purgeDelayMs: Int { Globals.process.pointee.purgeDelayMs }
@@ -29,7 +28,7 @@ enum Options {
 
     /// A decimal integer variable, optionally negative; nil if unset or malformed.
     static func integer(_ name: StaticString) -> Int? {
-        guard let raw = aeth_getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self)) else { return nil }
+        guard let raw = OS.environment(name) else { return nil }
         var p = UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self)
         var negative = false
         if p.pointee == 0x2D { negative = true; p += 1 }

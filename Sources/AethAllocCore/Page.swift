@@ -84,6 +84,7 @@ struct Central {
             // Returned blocks first (warm in cache), then never-used ones.
             while n < max, let b = pg.pointee.free {
                 pg.pointee.free = Hardening.decodeLink(at: b, page: pg)
+                Hardening.clearLink(b)
                 dst[n] = b
                 n &+= 1
                 taken &+= 1

@@ -1,46 +1,170 @@
 // Platform.swift: the OS contract the core is written against.
 //
-// reserve / release / purge / remap, page size, time, errno and stderr.
-// Only this file and the C shim (Sources/CAethAlloc) touch libc; the rest of
-// the core calls `OS`.
+// Every call the core makes into libc or the kernel is one thin function
+// here, named for what the core needs, and this file is the only Swift file
+// that calls the C shim's `aeth_*` functions (Tests/AethAllocTests checks
+// that). What each call can do wrong is part of its contract: the functions
+// that can fail return whether they did, and the callers decide (documented
+// at each call) what a failure means. None of them may be ignored silently
+// where a failure changes what memory holds: a purge that did not happen
+// leaves its slices dirty, an unmap that did not happen keeps its segment.
+//
+// Fault injection: the hosted white-box build (`Variant.injectsFaults`) can
+// make the Nth call of each kind fail on the calling thread (`FaultPlan`).
+// In the Embedded variants the check is a compile-time `false` and the
+// wrappers are the plain calls. The black-box tests inject faults into the
+// real libraries by interposing mmap & co. in the test program
+// (Tests/blackbox/faults.h).
 import CAethAlloc
 
 typealias RawPointer = UnsafeMutableRawPointer
 
+/// The OS calls that the fault plan can make fail.
+enum FaultKind: Int {
+    case mmap = 0, munmap, madvise, mprotect, mremap, threadKey
+    static let count = 6
+}
+
 enum OS {
+    // ---- virtual memory ------------------------------------------------------
+
     /// Maps `bytes` of read-write memory aligned to `alignment` (a power of
-    /// two, a multiple of the page size). Over-maps and trims the ends.
+    /// two, a multiple of the page size). Over-maps and trims the ends; a trim
+    /// that fails leaves that end mapped and unused (a leak of address space,
+    /// never of ownership). Nil when the OS refuses.
     static func mapAligned(bytes: Int, alignment: Int) -> RawPointer? {
-        if alignment <= Tuning.osPageBytes { return aeth_mmap(bytes) }
+        if alignment <= Tuning.osPageBytes { return map(bytes: bytes) }
         let (total, overflow) = bytes.addingReportingOverflow(alignment - Tuning.osPageBytes)
         if overflow { return nil }
-        // Try the exact size first: the kernel often hands out aligned space.
-        guard let raw = aeth_mmap(total) else { return nil }
+        guard let raw = map(bytes: total) else { return nil }
         let start = UInt(bitPattern: raw)
         let aligned = (start + UInt(alignment - 1)) & ~UInt(alignment - 1)
         let head = Int(aligned - start)
         let tail = total - head - bytes
-        if head > 0 { _ = aeth_munmap(raw, head) }
-        if tail > 0 { _ = aeth_munmap(RawPointer(bitPattern: aligned + UInt(bytes)), tail) }
+        if head > 0 { _ = unmap(raw, bytes: head) }
+        if tail > 0 { _ = unmap(RawPointer(bitPattern: aligned + UInt(bytes))!, bytes: tail) }
         return RawPointer(bitPattern: aligned)
     }
 
-    static func unmap(_ p: RawPointer, bytes: Int) { _ = aeth_munmap(p, bytes) }
+    /// mmap(2) of anonymous read-write memory; nil when the OS refuses.
+    static func map(bytes: Int) -> RawPointer? {
+        if FaultPlan.fails(.mmap) { return nil }
+        return aeth_mmap(bytes)
+    }
 
-    /// Returns the physical pages of a range to the OS; it reads as zero after.
-    static func purge(_ p: RawPointer, bytes: Int) { _ = aeth_purge(p, bytes) }
+    /// munmap(2). False when the OS refused (ENOMEM: splitting a mapping
+    /// would pass vm.max_map_count); the range is then still mapped.
+    @discardableResult
+    static func unmap(_ p: RawPointer, bytes: Int) -> Bool {
+        if FaultPlan.fails(.munmap) { return false }
+        return aeth_munmap(p, bytes) == 0
+    }
 
-    /// Resizes a mapping without moving it. False if the neighbours are taken.
+    /// madvise(MADV_DONTNEED): returns the physical pages of a range to the
+    /// OS; it reads as zero after. False when the OS refused (EINVAL on
+    /// locked pages, under mlockall): the range then keeps its contents.
+    static func purge(_ p: RawPointer, bytes: Int) -> Bool {
+        if FaultPlan.fails(.madvise) { return false }
+        return aeth_purge(p, bytes) == 0
+    }
+
+    /// mprotect(PROT_NONE) / mprotect(PROT_READ | PROT_WRITE). False when
+    /// the OS refused (ENOMEM at vm.max_map_count: the split needs a VMA).
+    static func protectNone(_ p: RawPointer, bytes: Int) -> Bool {
+        if FaultPlan.fails(.mprotect) { return false }
+        return aeth_protect_none(p, bytes) == 0
+    }
+    static func protectReadWrite(_ p: RawPointer, bytes: Int) -> Bool {
+        if FaultPlan.fails(.mprotect) { return false }
+        return aeth_protect_read_write(p, bytes) == 0
+    }
+
+    /// Resizes a mapping without moving it. False if the neighbours are
+    /// taken or the OS refused; the mapping is then unchanged.
     static func remapInPlace(_ p: RawPointer, from old: Int, to new: Int) -> Bool {
-        aeth_mremap_inplace(p, old, new) != nil
+        if FaultPlan.fails(.mremap) { return false }
+        return aeth_mremap_inplace(p, old, new) != nil
     }
 
     /// Moves a mapping's pages to `target` (a range we own) without copying.
+    /// False when the OS refused; the mapping is then unchanged.
     static func remap(_ p: RawPointer, from old: Int, to new: Int, at target: RawPointer) -> Bool {
-        aeth_mremap_to(p, old, new, target) == target
+        if FaultPlan.fails(.mremap) { return false }
+        return aeth_mremap_to(p, old, new, target) == target
     }
 
-    @inline(__always) static func nowMs() -> UInt64 { aeth_now_ms() }
+    // ---- memory primitives (no OS call; here so the shim has one door) --------
+
+    @inline(__always) static func zero(_ p: RawPointer, bytes: Int) { aeth_memset(p, 0, bytes) }
+    @inline(__always) static func fill(_ p: RawPointer, byte: UInt8, bytes: Int) { aeth_memset(p, Int32(byte), bytes) }
+    @inline(__always) static func copy(_ dst: RawPointer, _ src: UnsafeRawPointer, bytes: Int) { aeth_memcpy(dst, src, bytes) }
+
+    // ---- static storage --------------------------------------------------------
+
+    /// Zeroed, 4 KiB-aligned storage for the global state (Globals.swift).
+    @inline(__always) static var rootStorage: RawPointer { RawPointer(aeth_root()) }
+    @inline(__always) static var rootStorageBytes: Int { aeth_root_bytes() }
+    /// The segment map: a byte per 4 MiB chunk of the address space.
+    @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
+    static var segmentMapEntries: Int { Int(AETH_SEGMENT_MAP_ENTRIES) }
+
+    // ---- thread-local state ----------------------------------------------------
+
+    @inline(__always) static var tlsCache: RawPointer { aeth_tls_cache_get().unsafelyUnwrapped }
+    @inline(__always) static func setTLSCache(_ p: RawPointer) { aeth_tls_cache_set(p) }
+    @inline(__always) static var tlsState: UInt { aeth_tls_state_get() }
+    @inline(__always) static func setTLSState(_ s: UInt) { aeth_tls_state_set(s) }
+    /// The shared all-zero cache of threads that have none.
+    @inline(__always) static var emptyCache: RawPointer { RawPointer(aeth_empty_cache_ptr()) }
+    static var emptyCacheBytes: Int { Int(AETH_EMPTY_CACHE_BYTES) }
+
+    // ---- threads and process ---------------------------------------------------
+
+    /// pthread_key_create with the thread-exit destructor; nil on failure.
+    static func createThreadKey() -> Int32? {
+        if FaultPlan.fails(.threadKey) { return nil }
+        let k = aeth_thread_key_create()
+        return k < 0 ? nil : Int32(k)
+    }
+    /// pthread_setspecific. False when glibc could not store the value
+    /// (ENOMEM past its inline keys): the destructor will then not run.
+    static func setThreadKey(_ key: Int32, _ value: RawPointer?) -> Bool {
+        if FaultPlan.fails(.threadKey) { return false }
+        return aeth_thread_key_set(key, value) == 0
+    }
+    static func registerForkHandlers() { aeth_register_atfork() }
+    static var pid: Int64 { aeth_getpid() }
+    /// /proc/self/comm into `buf` (NUL-terminated, at most `capacity` bytes).
+    static func readCommand(into buf: UnsafeMutablePointer<CChar>, capacity: Int) { aeth_read_comm(buf, capacity) }
+
+    // ---- synchronisation ---------------------------------------------------------
+
+    @inline(__always) static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32) {
+        aeth_futex_wait(word, expected)
+    }
+    @inline(__always) static func futexWakeOne(_ word: UnsafeMutablePointer<UInt32>) { aeth_futex_wake_one(word) }
+    @inline(__always) static func yield() { aeth_yield() }
+    @inline(__always) static func cpuRelax() { aeth_cpu_relax() }
+
+    // ---- time and randomness ---------------------------------------------------
+
+    /// Monotonic milliseconds (coarse clock, no syscall). The hosted build's
+    /// tests may drive it (`TestClock`).
+    @inline(__always) static func nowMs() -> UInt64 {
+        if Variant.injectsFaults, let t = TestClock.override { return t }
+        return aeth_now_ms()
+    }
+    static func unixMs() -> UInt64 { aeth_unix_ms() }
+    /// 8 random bytes (AT_RANDOM; no syscall).
+    static func randomWord() -> UInt64 { aeth_random_word() }
+
+    // ---- environment, errno, output ------------------------------------------------
+
+    /// getenv(3) (does not allocate).
+    static func environment(_ name: UnsafePointer<CChar>) -> UnsafePointer<CChar>? { aeth_getenv(name) }
+    static func environment(_ name: StaticString) -> UnsafePointer<CChar>? {
+        aeth_getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self))
+    }
 
     @inline(__always) static var errno: Int32 {
         get { aeth_errno_get() }
@@ -51,4 +175,44 @@ enum OS {
 
     static func writeStderr(_ p: UnsafePointer<UInt8>, count: Int) { aeth_write_stderr(p, count) }
     static func abort() -> Never { aeth_abort() }
+
+    // ---- the statistics file (metrics variant) -------------------------------------
+
+    static func dirIsWritable(_ dir: UnsafePointer<CChar>) -> Bool { aeth_dir_is_writable(dir) != 0 }
+    static func createStatsFile(
+        directory: UnsafePointer<CChar>, path: UnsafeMutablePointer<CChar>, capacity: Int
+    ) -> RawPointer? {
+        aeth_stats_file_create(directory, path, capacity)
+    }
+    static func closeStatsFile(_ map: RawPointer?, path: UnsafePointer<CChar>?) { aeth_stats_file_close(map, path) }
+}
+
+/// Test-only fault injection: every `every[k]`-th call of kind k on the
+/// calling thread fails (0: never), counted in `seen[k]`; `failed[k]`
+/// counts the injected failures. Per thread, so white-box tests running in
+/// parallel do not see each other's faults. Only the hosted build reads it.
+enum FaultPlan {
+    @inline(__always)
+    static func fails(_ kind: FaultKind) -> Bool {
+        if !Variant.injectsFaults { return false }
+        return aeth_fault_should_fail(Int32(kind.rawValue)) != 0
+    }
+
+    /// Makes every `n`-th call of `kind` on this thread fail (0: none).
+    static func set(_ kind: FaultKind, every n: UInt32) { aeth_fault_set(Int32(kind.rawValue), n) }
+    /// Clears this thread's plan.
+    static func reset() { aeth_fault_reset() }
+    /// Failures injected on this thread since the last reset.
+    static func injected(_ kind: FaultKind) -> UInt64 { aeth_fault_injected(Int32(kind.rawValue)) }
+}
+
+/// Test-only clock (hosted build): while `override` is set, `OS.nowMs()`
+/// returns it, so tests of the purge delay and span decay step time instead
+/// of sleeping. Process-wide; tests that set it run serialized.
+enum TestClock {
+    static var override: UInt64? {
+        let v = aeth_test_clock_get()
+        return v == 0 ? nil : v
+    }
+    static func set(_ ms: UInt64?) { aeth_test_clock_set(ms ?? 0) }
 }

@@ -22,9 +22,12 @@ struct PublisherState {
     var startUnixMs: UInt64
     var publishes: UInt32
     var explicitDirectory: Bool
-    static let directoryOffset = 64   // 192 bytes, NUL-terminated
-    static let pathOffset = 256       // 256 bytes, NUL-terminated
-    static let bytes = 512
+    /// The directory and the file's path, NUL-terminated, after the fields.
+    @inline(__always) static var directoryOffset: Int { Layout.after(0, MemoryLayout<PublisherState>.size) }
+    static let directoryBytes = 192
+    @inline(__always) static var pathOffset: Int { directoryOffset + directoryBytes }
+    static let pathBytes = 256
+    @inline(__always) static var bytes: Int { pathOffset + pathBytes }
 }
 
 enum Publisher {
@@ -43,15 +46,15 @@ enum Publisher {
     static func start() {
         if !Variant.statsEnabled { return }
         let s = state
-        s.pointee.startUnixMs = aeth_unix_ms()
-        if let dir = aeth_getenv("AETHALLOC_STATS_DIR"), dir.pointee != 0 {
+        s.pointee.startUnixMs = OS.unixMs()
+        if let dir = OS.environment("AETHALLOC_STATS_DIR"), dir.pointee != 0 {
             s.pointee.explicitDirectory = true
-            copy(dir, to: directory, capacity: PublisherState.pathOffset - PublisherState.directoryOffset)
+            copy(dir, to: directory, capacity: PublisherState.directoryBytes)
         } else {
             let shm: StaticString = "/dev/shm"
             let p = UnsafeRawPointer(shm.utf8Start).assumingMemoryBound(to: CChar.self)
-            if aeth_dir_is_writable(p) == 0 { return }
-            copy(p, to: directory, capacity: PublisherState.pathOffset - PublisherState.directoryOffset)
+            if !OS.dirIsWritable(p) { return }
+            copy(p, to: directory, capacity: PublisherState.directoryBytes)
         }
         create()
     }
@@ -63,7 +66,7 @@ enum Publisher {
         let map = state.pointee.map
         state.pointee.map = nil
         Lock.release(lockWord)
-        aeth_stats_file_close(map, path)
+        OS.closeStatsFile(map, path: path)
     }
 
     /// In the child after fork: the parent's file is the parent's.
@@ -71,8 +74,8 @@ enum Publisher {
         if !Variant.statsEnabled { return }
         guard let map = state.pointee.map else { return }
         state.pointee.map = nil
-        aeth_stats_file_close(map, nil)
-        state.pointee.startUnixMs = aeth_unix_ms()
+        OS.closeStatsFile(map, path: nil)
+        state.pointee.startUnixMs = OS.unixMs()
         create()
     }
 
@@ -94,7 +97,7 @@ enum Publisher {
 
     private static func create() {
         let s = state
-        guard let map = aeth_stats_file_create(directory, path, 256) else {
+        guard let map = OS.createStatsFile(directory: directory, path: path, capacity: PublisherState.pathBytes) else {
             if s.pointee.explicitDirectory {
                 var line = LineBuffer()
                 line.append("aethalloc: cannot publish statistics in AETHALLOC_STATS_DIR (")
@@ -105,17 +108,17 @@ enum Publisher {
             return
         }
         let file = map.assumingMemoryBound(to: aethalloc_stats_file.self)
-        aeth_memset(map, 0, Int(AETHALLOC_STATS_FILE_BYTES))
+        OS.zero(map, bytes: Int(AETHALLOC_STATS_FILE_BYTES))
         let magic: StaticString = "AETHSTAT"
-        aeth_memcpy(map, magic.utf8Start, 8)
+        OS.copy(map, magic.utf8Start, bytes: 8)
         file.pointee.version = UInt32(AETHALLOC_STATS_VERSION)
         file.pointee.file_bytes = UInt32(AETHALLOC_STATS_FILE_BYTES)
-        file.pointee.pid = aeth_getpid()
+        file.pointee.pid = OS.pid
         withUnsafeMutableBytes(of: &file.pointee.variant) { v in
-            aeth_memcpy(v.baseAddress!, Variant.name.utf8Start, min(15, Variant.name.utf8CodeUnitCount))
+            OS.copy(v.baseAddress!, Variant.name.utf8Start, bytes: min(15, Variant.name.utf8CodeUnitCount))
         }
         withUnsafeMutableBytes(of: &file.pointee.command) { c in
-            aeth_read_comm(c.baseAddress!.assumingMemoryBound(to: CChar.self), 64)
+            OS.readCommand(into: c.baseAddress!.assumingMemoryBound(to: CChar.self), capacity: 64)
         }
         file.pointee.start_unix_ms = s.pointee.startUnixMs
         file.pointee.class_count = UInt32(SizeClass.count)
@@ -136,7 +139,7 @@ enum Publisher {
         let seq = s.pointee.sequence
         seqWord.pointee.store(seq &+ 1, ordering: .relaxed)  // odd: being written
         atomicMemoryFence(ordering: .releasing)
-        file.pointee.update_unix_ms = aeth_unix_ms()
+        file.pointee.update_unix_ms = OS.unixMs()
         file.pointee.allocs = m.allocs
         file.pointee.frees = m.frees
         file.pointee.cache_hits = m.cacheHits

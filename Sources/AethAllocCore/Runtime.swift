@@ -6,7 +6,6 @@
 // and creates a pthread key, neither of which allocates. Work that may call
 // malloc (pthread_atfork) runs from the library constructor, once the
 // allocator already works.
-import CAethAlloc
 import Synchronization
 
 enum Runtime {
@@ -27,13 +26,12 @@ enum Runtime {
             fillClassTables()
             Options.load()
             Hardening.loadSecret()
-            let key = aeth_thread_key_create()
-            if key < 0 { Diagnostics.fatal("cannot create the pthread key for thread caches") }
+            guard let key = OS.createThreadKey() else { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key
             Globals.initState.pointee.store(ready, ordering: .releasing)
             return
         }
-        while Globals.initState.pointee.load(ordering: .acquiring) != ready { aeth_yield() }
+        while Globals.initState.pointee.load(ordering: .acquiring) != ready { OS.yield() }
     }
 
     private static func fillClassTables() {
@@ -84,6 +82,8 @@ public func aethalloc_fork_parent() {
 public func aethalloc_fork_child() {
     Runtime.forEachLock { Lock.reset($0) }
     Lock.reset(Publisher.lockWord)
+    // Only this thread exists here: the others' caches become orphans.
+    ThreadCacheRegistry.adoptAfterFork()
     Publisher.restartInChild()
 }
 
@@ -101,8 +101,8 @@ public func aethalloc_process_init() {
     let state = Globals.process
     if !state.pointee.constructorRan {
         state.pointee.constructorRan = true
-        if let v = aeth_getenv("AETHALLOC_STATS"), v.pointee == 0x31 /* "1" */ { state.pointee.printStatsAtExit = true }
-        aeth_register_atfork()
+        if let v = OS.environment("AETHALLOC_STATS"), v.pointee == 0x31 /* "1" */ { state.pointee.printStatsAtExit = true }
+        OS.registerForkHandlers()
         Publisher.start()
     }
 }

@@ -73,7 +73,7 @@ enum Segment {
     static func owner(of p: RawPointer) -> RawPointer? {
         let a = UInt(bitPattern: p)
         let chunk = a >> UInt(Tuning.segmentShift)
-        if chunk >= UInt(AETH_SEGMENT_MAP_ENTRIES) { return nil }
+        if chunk >= UInt(OS.segmentMapEntries) { return nil }
         let v = UInt(Globals.segmentMap[Int(bitPattern: chunk)])
         if v == 0 { return nil }
         return RawPointer(bitPattern: (chunk &- (v &- 1)) << UInt(Tuning.segmentShift))
@@ -133,6 +133,10 @@ struct SegmentManager: ~Copyable {
     var usedBytes: Int
     /// The part of `usedBytes` in medium blocks.
     var mediumBytes: Int
+    /// Purges the OS refused (Stats: madvise failures), and until when the
+    /// budget and the delay stop trying (`purgeAllowed`).
+    var purgeFailures: Int
+    var purgeBackoffUntilMs: UInt64
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
@@ -218,13 +222,14 @@ struct SegmentManager: ~Copyable {
         noteMasks(h)
         m.pointee.usedBytes -= slices * Tuning.sliceBytes
         if page.pointee.sizeClass == SizeClass.markMedium { m.pointee.mediumBytes -= slices * Tuning.sliceBytes }
-        if Options.purgeDelayMs == 0 { purgeSegment(m, h) }
+        if Options.purgeDelayMs == 0 && purgeAllowed(m) { purgeSegment(m, h) }
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
             // A wholly free segment beyond those kept warm goes back to the
-            // OS now: unmapped, or purged where the variant keeps segments mapped.
-            if m.pointee.emptySegments >= Tuning.cachedEmptySegments && Variant.unmapsEmptySegments {
-                unmapSegment(m, h)
+            // OS now: unmapped (purged, should the OS refuse the munmap).
+            if m.pointee.emptySegments >= Tuning.cachedEmptySegments
+                && unmapSegment(m, h)
+            {
                 maybePurge(m)
                 return
             }
@@ -254,9 +259,8 @@ struct SegmentManager: ~Copyable {
         var seg = m.pointee.withFree
         while let h = seg {
             seg = h.pointee.next
-            if h.pointee.freeMask == Segment.allSlicesFree && Variant.unmapsEmptySegments {
+            if h.pointee.freeMask == Segment.allSlicesFree && unmapSegment(m, h) {
                 m.pointee.emptySegments -= 1
-                unmapSegment(m, h)
                 released += Tuning.segmentBytes
             }
         }
@@ -378,6 +382,7 @@ struct SegmentManager: ~Copyable {
     /// Purges segments other than `hot` (the one just released into) until
     /// the dirty bytes are at most half the budget, then `hot` if needed.
     private static func purgeExcess(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>) {
+        if !purgeAllowed(m) { return }
         let target = dirtyBudget(m) / 2
         var seg = m.pointee.withFree
         while let h = seg, m.pointee.dirtyBytes > target {
@@ -387,11 +392,19 @@ struct SegmentManager: ~Copyable {
         if m.pointee.dirtyBytes > target { purgeSegment(m, hot) }
     }
 
+    /// False for `Tuning.purgeBackoffMs` after the OS refused a purge (under
+    /// mlockall every madvise fails): the budget and the delay do not retry
+    /// on every free. malloc_trim always tries.
+    @inline(__always)
+    private static func purgeAllowed(_ m: UnsafeMutablePointer<SegmentManager>) -> Bool {
+        m.pointee.purgeFailures == 0 || OS.nowMs() >= m.pointee.purgeBackoffUntilMs
+    }
+
     /// Purges segments dirty for longer than the purge delay, checking at
     /// most every tenth of the delay.
     private static func maybePurge(_ m: UnsafeMutablePointer<SegmentManager>) {
         let delay = Options.purgeDelayMs
-        if delay <= 0 || m.pointee.dirtyBytes == 0 { return }  // 0: done by releasePage; -1: budget and malloc_trim only
+        if delay <= 0 || m.pointee.dirtyBytes == 0 || !purgeAllowed(m) { return }  // 0: done by releasePage; -1: budget and malloc_trim only
         let now = OS.nowMs()
         if now &- m.pointee.lastPurgeMs >= UInt64(delay / 10 + 1) {
             m.pointee.lastPurgeMs = now
@@ -411,36 +424,69 @@ struct SegmentManager: ~Copyable {
     }
 
     /// Purges one segment's dirty free slices, in runs. Returns the bytes.
+    /// A run the OS refuses to purge (madvise fails with EINVAL on locked
+    /// pages, under mlockall) stays dirty: it still holds its old contents,
+    /// so `claim` reports it as not clean and calloc zeroes it. Its segment's
+    /// dirty clock restarts, so the purge delay does not retry it at once.
     @discardableResult
     private static func purgeSegment(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) -> Int {
         var purged = 0
         var dirty = h.pointee.dirtyMask
+        var kept: UInt64 = 0
         let base = RawPointer(h) - Segment.headerOffset
         while dirty != 0 {
             let first = dirty.trailingZeroBitCount
             let len = (~(dirty >> UInt64(first))).trailingZeroBitCount
-            OS.purge(base + first * Tuning.sliceBytes, bytes: len * Tuning.sliceBytes)
-            purged += len * Tuning.sliceBytes
-            dirty &= ~(((len >= 64) ? ~0 : (UInt64(1) << UInt64(len)) - 1) << UInt64(first))
+            let run = ((len >= 64) ? ~0 : (UInt64(1) << UInt64(len)) - 1) << UInt64(first)
+            if OS.purge(base + first * Tuning.sliceBytes, bytes: len * Tuning.sliceBytes) {
+                purged += len * Tuning.sliceBytes
+            } else {
+                kept |= run
+            }
+            dirty &= ~run
         }
-        h.pointee.dirtyMask = 0
-        h.pointee.longestDirty = 0
+        h.pointee.dirtyMask = kept
+        h.pointee.longestDirty = longestRun(kept)
+        if kept != 0 {
+            let now = OS.nowMs()
+            h.pointee.dirtySinceMs = now
+            m.pointee.purgeFailures &+= 1
+            m.pointee.purgeBackoffUntilMs = now &+ Tuning.purgeBackoffMs
+        }
         m.pointee.dirtyBytes -= purged
         if purged > 0 { Stats.purged(bytes: purged) }
         return purged
     }
 
-    private static func unmapSegment(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) {
+    /// Unmaps a wholly free segment. If the OS refuses, the segment stays
+    /// listed as an empty one (purged), so nothing it maps is lost track of.
+    /// True if it was unmapped.
+    @discardableResult
+    private static func unmapSegment(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) -> Bool {
         let base = RawPointer(h) - Segment.headerOffset
-        unlink(m, h)
-        m.pointee.dirtyBytes -= h.pointee.dirtyMask.nonzeroBitCount * Tuning.sliceBytes
+        let dirty = h.pointee.dirtyMask.nonzeroBitCount * Tuning.sliceBytes
+        let wasListed = h.pointee.listed
+        if wasListed { unlink(m, h) }
+        // The map byte goes first: from here no free can find this segment.
         Segment.mapClear(base)
+        if !OS.unmap(base, bytes: Tuning.segmentBytes) {
+            Segment.mapSet(base, headerChunksBack: 0)
+            if wasListed { link(m, h) }
+            purgeSegment(m, h)
+            return false
+        }
+        m.pointee.dirtyBytes -= dirty
         Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
-        OS.unmap(base, bytes: Tuning.segmentBytes)
+        return true
     }
 
     private static func newSegment(_ m: UnsafeMutablePointer<SegmentManager>) -> UnsafeMutablePointer<SegmentHeader>? {
         guard let base = OS.mapAligned(bytes: Tuning.segmentBytes, alignment: Tuning.segmentBytes) else { return nil }
+        // Hardened: a segment without its guard page is not used.
+        if !Hardening.protectSegment(base) {
+            OS.unmap(base, bytes: Tuning.segmentBytes)
+            return nil
+        }
         Stats.segmentMapped(bytes: Tuning.segmentBytes)
         base.storeBytes(of: SizeClass.markHeader, toByteOffset: Segment.sliceClassOffset, as: UInt8.self)
         for i in 1..<Tuning.slicesPerSegment {
@@ -453,7 +499,6 @@ struct SegmentManager: ~Copyable {
             longestFree: UInt8(Tuning.slicesPerSegment - 1), longestDirty: 0)
         link(m, h)
         m.pointee.emptySegments += 1
-        Hardening.protectSegment(base)
         Segment.mapSet(base, headerChunksBack: 0)
         return h
     }

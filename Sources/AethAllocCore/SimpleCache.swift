@@ -10,10 +10,10 @@
 // When the thread holds the threshold (hot full and a spare), the spare
 // batch moves to the class's global pool in one CAS: its head and tail are
 // known, nothing is walked. Refills take the spare or pop one batch from the
-// pool, also in one CAS. The pool is a TaggedStack of batches (ABA-safe by
-// its tag), linked through each batch head's second word; a batch carries its
-// tail in its second block's second word (B >= 2). Blocks are at least 16
-// bytes, so both words exist.
+// pool, also in one CAS. The pool is a TaggedStack of batch descriptors
+// (`PoolBatch`, in the metadata arena), each naming a batch's head, tail
+// and count; the blocks themselves are never read by another thread while
+// they sit on the pool, so their segments can be unmapped like any other.
 //
 // The hot list's tail is known because the fast path never pushes onto an
 // empty list (the push test `count - 1 < capacity - 1` fails for count 0): the
@@ -60,9 +60,9 @@ enum SimpleCache: CachePolicy {
             lists.pointee.tail = lists.pointee.spareTail
             lists.pointee.spareHead = nil
             lists.pointee.spareTail = nil
-        } else if let head = GlobalPool.pop(c) {
-            setHot(c, hot, head: head, count: batch)
-            lists.pointee.tail = GlobalPool.tail(ofBatch: head)
+        } else if let (head, tail, count) = GlobalPool.pop(c) {
+            setHot(c, hot, head: head, count: count)
+            lists.pointee.tail = tail
         } else {
             // From the pages, in chunks, linked as they come.
             var buffer: (RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
@@ -144,40 +144,61 @@ enum SimpleCache: CachePolicy {
     }
 }
 
+/// One batch on a pool: a descriptor carved from the metadata arena, which
+/// is never unmapped, so a pop that reads a descriptor another thread
+/// popped meanwhile reads mapped memory (the tag rejects the stale link;
+/// see TaggedStack). Free descriptors wait on `Globals.emptyBatches`.
+struct PoolBatch {
+    /// Link on a TaggedStack (atomic word).
+    var next: UInt
+    var head: RawPointer?
+    var tail: RawPointer?
+    var count: Int
+
+    static func obtain() -> UnsafeMutablePointer<PoolBatch>? {
+        if let d = Globals.emptyBatches.pointee.pop() { return d.assumingMemoryBound(to: PoolBatch.self) }
+        return MetadataArena.allocate(bytes: MemoryLayout<PoolBatch>.size)?.assumingMemoryBound(to: PoolBatch.self)
+    }
+
+    static func recycle(_ d: UnsafeMutablePointer<PoolBatch>) {
+        Globals.emptyBatches.pointee.push(RawPointer(d))
+    }
+}
+
 /// The simple variant's per-class global pools of complete batches, kept in
 /// the same per-class slot as the magazine variant's depot (one policy is
 /// compiled in per variant).
 enum GlobalPool {
-    /// Batches link through the head block's second word.
-    static let linkOffset = 8
-
+    /// Moves a batch of `count` blocks linked from `head` to `tail` to class
+    /// `c`'s pool; at the pool's limit, or with no memory for a descriptor,
+    /// the blocks go back to their pages instead.
     static func push(_ c: Int, head: RawPointer, tail: RawPointer, count: Int) {
         let stack = Globals.depot(c)
-        if stack.pointee.full.approximateCount() >= Globals.classInfo(c).pointee.simplePoolLimit {
-            // Pool at its limit: the batch goes back to its pages.
+        guard stack.pointee.full.approximateCount() < Globals.classInfo(c).pointee.simplePoolLimit,
+            let d = PoolBatch.obtain()
+        else {
             Central.drainList(c, head: head, count: count)
             return
         }
-        // The batch's tail rides in its second block's second word.
-        let second = head.load(as: RawPointer?.self)!
-        second.storeBytes(of: tail, toByteOffset: 8, as: RawPointer?.self)
-        stack.pointee.full.push(head, linkOffset: linkOffset)
+        d.pointee.head = head
+        d.pointee.tail = tail
+        d.pointee.count = count
+        stack.pointee.full.push(RawPointer(d))
         Stats.depotTransfer()
     }
 
-    static func pop(_ c: Int) -> RawPointer? {
-        guard let head = Globals.depot(c).pointee.full.pop(linkOffset: linkOffset) else { return nil }
+    /// A batch from class `c`'s pool: its head, tail and count.
+    static func pop(_ c: Int) -> (RawPointer, RawPointer, Int)? {
+        guard let raw = Globals.depot(c).pointee.full.pop() else { return nil }
+        let d = raw.assumingMemoryBound(to: PoolBatch.self)
+        let batch = (d.pointee.head!, d.pointee.tail!, d.pointee.count)
+        PoolBatch.recycle(d)
         Stats.depotTransfer()
-        return head
-    }
-
-    static func tail(ofBatch head: RawPointer) -> RawPointer? {
-        head.load(as: RawPointer?.self)!.load(fromByteOffset: 8, as: RawPointer?.self)
+        return batch
     }
 
     /// Every pooled batch of class `c` back to the pages (malloc_trim).
     static func drainAll(_ c: Int) {
-        let batch = Globals.classInfo(c).pointee.simpleBatch
-        while let head = pop(c) { Central.drainList(c, head: head, count: batch) }
+        while let (head, _, count) = pop(c) { Central.drainList(c, head: head, count: count) }
     }
 }

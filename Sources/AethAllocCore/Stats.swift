@@ -12,13 +12,9 @@
 // refills and at thread exit. Slow-path events (mapping, purging, large
 // blocks, depot transfers) go straight to the atomics.
 //
-// Per-thread counters, at ThreadCache.statsOffset:
-//   +0     allocs[SizeClass.count]   UInt64
-//   +352   frees[SizeClass.count]    UInt64
-//   +704   misses                    UInt64
-//   +712   refillsSinceFlush         UInt64
-//   +720   lastFlushMs               UInt64
-import CAethAlloc
+// Per-thread counters, at ThreadCache.statsOffset (ThreadStats):
+//   allocs[SizeClass.count], frees[SizeClass.count], misses,
+//   refillsSinceFlush, lastFlushMs: UInt64 each
 import Synchronization
 
 /// Process totals. Per-class allocation counts follow the struct at
@@ -35,7 +31,18 @@ struct GlobalMetrics: ~Copyable {
     let bytesReturned: Atomic<UInt64>
     let depotTransfers: Atomic<UInt64>
     let threadsExited: Atomic<UInt64>
-    static let classAllocsOffset = 128
+    @inline(__always) static var classAllocsOffset: Int { Layout.after(0, MemoryLayout<GlobalMetrics>.size, align: 8) }
+    @inline(__always) static var bytes: Int { classAllocsOffset + 8 * SizeClass.count }
+}
+
+/// The per-thread counters' layout, inside the thread cache.
+enum ThreadStats {
+    @inline(__always) static var allocsOffset: Int { 0 }
+    @inline(__always) static var freesOffset: Int { allocsOffset + 8 * SizeClass.count }
+    @inline(__always) static var missesOffset: Int { freesOffset + 8 * SizeClass.count }
+    @inline(__always) static var refillsOffset: Int { missesOffset + 8 }
+    @inline(__always) static var lastFlushOffset: Int { refillsOffset + 8 }
+    @inline(__always) static var bytes: Int { lastFlushOffset + 8 }
 }
 
 enum Stats {
@@ -57,13 +64,13 @@ enum Stats {
     @inline(__always)
     static func allocated(_ tc: RawPointer, _ c: Int) {
         if !enabled { return }
-        local(tc, c &* 8).pointee &+= 1
+        local(tc, ThreadStats.allocsOffset &+ c &* 8).pointee &+= 1
     }
 
     @inline(__always)
     static func freed(_ tc: RawPointer, _ c: Int) {
         if !enabled { return }
-        local(tc, 352 &+ c &* 8).pointee &+= 1
+        local(tc, ThreadStats.freesOffset &+ c &* 8).pointee &+= 1
     }
 
     // ---- slow paths ------------------------------------------------------------
@@ -86,13 +93,13 @@ enum Stats {
 
     static func cacheMiss(_ tc: RawPointer) {
         if !enabled { return }
-        local(tc, 704).pointee &+= 1
-        let refills = local(tc, 712)
+        local(tc, ThreadStats.missesOffset).pointee &+= 1
+        let refills = local(tc, ThreadStats.refillsOffset)
         refills.pointee &+= 1
         // Every so many refills, or when the last flush is old enough that
         // a live reader would see stale numbers.
         if refills.pointee >= Tuning.statsFlushRefills
-            || OS.nowMs() &- local(tc, 720).pointee >= Tuning.publishIntervalMs
+            || OS.nowMs() &- local(tc, ThreadStats.lastFlushOffset).pointee >= Tuning.publishIntervalMs
         {
             flush(tc)
         }
@@ -143,8 +150,8 @@ enum Stats {
         var frees: UInt64 = 0
         var delta = 0
         for c in 0..<SizeClass.count {
-            let a = local(tc, c * 8)
-            let f = local(tc, 352 + c * 8)
+            let a = local(tc, ThreadStats.allocsOffset + c * 8)
+            let f = local(tc, ThreadStats.freesOffset + c * 8)
             if a.pointee | f.pointee == 0 { continue }
             classAllocs(c).pointee.wrappingAdd(a.pointee, ordering: .relaxed)
             allocs &+= a.pointee
@@ -153,15 +160,15 @@ enum Stats {
             a.pointee = 0
             f.pointee = 0
         }
-        let misses = local(tc, 704).pointee
+        let misses = local(tc, ThreadStats.missesOffset).pointee
         global.pointee.allocs.wrappingAdd(allocs, ordering: .relaxed)
         global.pointee.frees.wrappingAdd(frees, ordering: .relaxed)
         global.pointee.cacheMisses.wrappingAdd(misses, ordering: .relaxed)
         global.pointee.cacheHits.wrappingAdd(allocs &- min(allocs, misses), ordering: .relaxed)
         addInUse(delta)
-        local(tc, 704).pointee = 0
-        local(tc, 712).pointee = 0
-        local(tc, 720).pointee = OS.nowMs()
+        local(tc, ThreadStats.missesOffset).pointee = 0
+        local(tc, ThreadStats.refillsOffset).pointee = 0
+        local(tc, ThreadStats.lastFlushOffset).pointee = OS.nowMs()
         Publisher.publish()
     }
 

@@ -1,16 +1,18 @@
 // ThreadCache.swift: the per-thread cache and its life cycle.
 //
-// Layout (carved from the metadata arena, `bytes` long):
+// Layout (carved from the metadata arena, `bytes` long; every offset below is
+// computed from the one before it and checked by Globals.checkLayout):
 //
-//   +0      hot[SizeClass.count]   CacheEntry, 16 bytes: what the fast paths touch
-//   +768    cold[SizeClass.count]  32 bytes each: the caching policy's own state
-//   +2304   ThreadStats            per-thread counters (metrics variant only)
-//   +3072   nextFree               link on the registry's free list
+//   hotOffset     hot[SizeClass.count]   CacheEntry: what the fast paths touch
+//   coldOffset    cold[SizeClass.count]  `coldStride` bytes each: the caching
+//                                        policy's own state
+//   statsOffset   per-thread counters (metrics variant; Stats.swift)
+//   linksOffset   CacheLinks: the registry's lists and the busy flag
 //
 // The thread's TLS slot points at its cache. A thread that has no cache
-// (new, or torn down) points at `aeth_empty_cache`: all zero, so every entry
+// (new, or torn down) points at `OS.emptyCache`: all zero, so every entry
 // has count 0 and capacity 0 and both fast paths fall into the slow path
-// without an "initialised?" test. `aeth_tls_state` tells the slow path which
+// without an "initialised?" test. The TLS state tells the slow path which
 // case it is in:
 //
 //   0 (new)        attach a cache, then retry
@@ -18,7 +20,11 @@
 //   2 (torn down)  the pthread key destructor ran: serve directly from the
 //                  pages, never re-create a cache that nobody would free
 //                  (glibc frees TLS blocks after the destructors ran)
-import CAethAlloc
+//   3 (no cache)   attaching failed (no memory for a cache, or the pthread
+//                  key could not be set): serve directly, and try to attach
+//                  again `Tuning.attachRetryMs` after the last failure
+
+import Synchronization
 
 /// The part of a cache entry the fast paths touch. The meaning of `items`
 /// is the caching policy's: a magazine's rounds or a free list's head.
@@ -28,18 +34,31 @@ struct CacheEntry {
     var capacity: Int32
 }
 
+/// A cache's place in the registry (`ThreadCacheRegistry`).
+struct CacheLinks {
+    /// The live list (doubly linked) or the free/orphan lists (through `next`).
+    var next: RawPointer?
+    var prev: RawPointer?
+    /// Non-zero while the owning thread changes its policy state on a slow
+    /// path. A fork child reclaims a dead thread's cache only if the fork
+    /// did not catch it busy (its magazines could be half moved).
+    var busy: UInt
+}
+
 enum ThreadState {
     static let new: UInt = 0
     static let live: UInt = 1
     static let tornDown: UInt = 2
+    static let noCache: UInt = 3
 }
 
 enum ThreadCache {
-    static let hotOffset = 0
-    static let coldOffset = 768
-    static let coldStride = 32
-    static let statsOffset = 2304
-    static let nextFreeOffset = 3072
+    @inline(__always) static var hotOffset: Int { 0 }
+    @inline(__always) static var coldOffset: Int { hotOffset + MemoryLayout<CacheEntry>.stride * SizeClass.count }
+    /// Room for the largest policy state (checked in Globals.checkLayout).
+    @inline(__always) static var coldStride: Int { 32 }
+    @inline(__always) static var statsOffset: Int { coldOffset + coldStride * SizeClass.count }
+    @inline(__always) static var linksOffset: Int { statsOffset + ThreadStats.bytes }
     /// A whole page, so the magazines carved after it from the arena start
     /// 512-byte aligned. With 3136 bytes, a magazine straddling a page
     /// boundary made the 64-byte class's malloc/free pair 3x slower
@@ -47,15 +66,19 @@ enum ThreadCache {
     /// instructions under callgrind, so a memory-disambiguation stall).
     static let bytes = 4096
 
-    @inline(__always) static var current: RawPointer { aeth_tls_cache_get().unsafelyUnwrapped }
+    @inline(__always) static var current: RawPointer { OS.tlsCache }
 
     @inline(__always)
     static func hot(_ tc: RawPointer, _ c: Int) -> UnsafeMutablePointer<CacheEntry> {
-        (tc + (hotOffset &+ c &* 16)).assumingMemoryBound(to: CacheEntry.self)
+        (tc + (hotOffset &+ c &* MemoryLayout<CacheEntry>.stride)).assumingMemoryBound(to: CacheEntry.self)
     }
     @inline(__always)
     static func cold<T>(_ tc: RawPointer, _ c: Int, as: T.Type) -> UnsafeMutablePointer<T> {
         (tc + (coldOffset &+ c &* coldStride)).assumingMemoryBound(to: T.self)
+    }
+    @inline(__always)
+    static func links(_ tc: RawPointer) -> UnsafeMutablePointer<CacheLinks> {
+        (tc + linksOffset).assumingMemoryBound(to: CacheLinks.self)
     }
 
     // ---- slow paths shared by every policy -----------------------------------
@@ -63,10 +86,13 @@ enum ThreadCache {
     /// A block of class `c` when the fast path found the cache empty.
     @inline(never)
     static func allocate(_ c: Int) -> RawPointer? {
-        if aeth_tls_state_get() == ThreadState.new { _ = attach() }
-        if aeth_tls_state_get() == ThreadState.live {
+        if OS.tlsState != ThreadState.live { attachIfDue() }
+        if OS.tlsState == ThreadState.live {
             let tc = current
+            ThreadCacheRegistry.reclaimOrphansIfAny()
+            setBusy(tc, true)
             let p = Variant.Cache.refill(tc, c)
+            setBusy(tc, false)
             if p != nil { Stats.allocated(tc, c) }
             return p
         }
@@ -78,10 +104,13 @@ enum ThreadCache {
     /// Takes block `p` of class `c` when the fast path found the cache full.
     @inline(never)
     static func deallocate(_ p: RawPointer, _ c: Int) {
-        if aeth_tls_state_get() == ThreadState.new { _ = attach() }
-        if aeth_tls_state_get() == ThreadState.live {
+        if OS.tlsState != ThreadState.live { attachIfDue() }
+        if OS.tlsState == ThreadState.live {
             let tc = current
+            ThreadCacheRegistry.reclaimOrphansIfAny()
+            setBusy(tc, true)
             Variant.Cache.flush(tc, c, p)
+            setBusy(tc, false)
             Stats.freed(tc, c)
             return
         }
@@ -101,27 +130,77 @@ enum ThreadCache {
         withUnsafeMutablePointer(to: &slot) { Central.drain(c, from: $0, count: 1) }
     }
 
+    /// Returns everything the calling thread's cache holds (malloc_trim).
+    static func flushCurrent() {
+        if OS.tlsState != ThreadState.live { return }
+        let tc = current
+        setBusy(tc, true)
+        Variant.Cache.flushAll(tc)
+        setBusy(tc, false)
+    }
+
+    /// Marks `tc` busy or not. The order matters only to a fork child, which
+    /// sees another thread's memory as it was at the fork: a cache's policy
+    /// state changes only between `busy = 1` and `busy = 0`.
+    @inline(__always)
+    static func setBusy(_ tc: RawPointer, _ busy: Bool) {
+        let word = (tc + (linksOffset + 2 * MemoryLayout<RawPointer?>.stride)).assumingMemoryBound(to: Atomic<UInt>.self)
+        if busy {
+            word.pointee.store(1, ordering: .relaxed)
+            atomicMemoryFence(ordering: .releasing)
+        } else {
+            word.pointee.store(0, ordering: .releasing)
+        }
+    }
+
     // ---- life cycle ------------------------------------------------------------
 
-    /// Gives the calling thread a cache. False if no memory for one.
+    /// A new thread attaches; one whose attach failed tries again once
+    /// `Tuning.attachRetryMs` have passed since the last failure.
+    @inline(__always)
+    static func attachIfDue() {
+        let state = OS.tlsState
+        if state == ThreadState.new
+            || (state == ThreadState.noCache
+                && OS.nowMs() &- Globals.attachFailedMs.pointee.load(ordering: .relaxed) >= Tuning.attachRetryMs)
+        {
+            _ = attach()
+        }
+    }
+
+    /// Gives the calling thread a cache. False if it could not: no memory
+    /// for one, or the pthread key could not be set (then the destructor
+    /// would never return the cache, so it is given back at once). The
+    /// thread is then served directly from the pages (`noCache`).
     static func attach() -> Bool {
         Runtime.ensureInitialized()
-        guard let tc = ThreadCacheRegistry.obtain() else { return false }
-        aeth_tls_cache_set(tc)
-        aeth_tls_state_set(ThreadState.live)
-        // May allocate in glibc past the 32 inline keys; the cache is set, so
-        // that allocation takes the normal path.
-        aeth_thread_key_set(Globals.process.pointee.threadKey, tc)
+        guard let tc = ThreadCacheRegistry.obtain() else { return attachFailed() }
+        OS.setTLSCache(tc)
+        OS.setTLSState(ThreadState.live)
+        // glibc stores the first 32 keys inline; past them it allocates. The
+        // cache is set, so that allocation takes the normal path.
+        if !OS.setThreadKey(Globals.process.pointee.threadKey, tc) {
+            OS.setTLSCache(OS.emptyCache)
+            OS.setTLSState(ThreadState.noCache)
+            Variant.Cache.flushAll(tc)
+            ThreadCacheRegistry.recycle(tc)
+            return attachFailed()
+        }
         return true
+    }
+
+    private static func attachFailed() -> Bool {
+        OS.setTLSState(ThreadState.noCache)
+        Globals.attachFailedMs.pointee.store(OS.nowMs(), ordering: .relaxed)
+        return false
     }
 
     /// Thread exit: everything cached goes back to the depot or the pages.
     static func detach(_ tc: RawPointer) {
-        aeth_tls_cache_set(aeth_empty_cache_ptr())
-        aeth_tls_state_set(ThreadState.tornDown)
+        OS.setTLSCache(OS.emptyCache)
+        OS.setTLSState(ThreadState.tornDown)
         Variant.Cache.flushAll(tc)
         Stats.threadExit(tc)
-        aeth_memset(tc, 0, ThreadCache.bytes)
         if ThreadCacheRegistry.recycle(tc) <= 1 {
             // Back to one thread: the depot or pool has nobody to hand blocks
             // to but the survivor, who has its own cache. What the exited
@@ -133,38 +212,121 @@ enum ThreadCache {
     }
 }
 
-/// Thread caches not in use, for reuse by new threads.
+/// Every thread cache: the live ones (one per thread with a cache), the free
+/// ones (for reuse by new threads) and, in a fork child, the orphans (caches
+/// of threads that exist only in the parent).
+///
+/// Invariants (under `lockWord`): `live` is the length of `liveList`; a cache
+/// is on exactly one of the three lists or, between `obtain` and `recycle`,
+/// owned by its thread and on `liveList`. `Globals.orphansPending` is true
+/// while `orphans` is non-empty.
 struct ThreadCacheRegistry: ~Copyable {
     var freeList: RawPointer?
+    var liveList: RawPointer?
+    var orphans: RawPointer?
     var live: Int
 
     static var lockWord: UnsafeMutablePointer<LockWord> {
         Globals.lock(Globals.registryLock)
     }
 
+    /// A zeroed cache on the live list, or nil if the OS refuses memory.
     static func obtain() -> RawPointer? {
         let r = Globals.registry
         Lock.acquire(lockWord)
         var tc = r.pointee.freeList
-        if let t = tc { r.pointee.freeList = t.load(fromByteOffset: ThreadCache.nextFreeOffset, as: RawPointer?.self) }
-        r.pointee.live += 1
+        if let t = tc { r.pointee.freeList = ThreadCache.links(t).pointee.next }
         Lock.release(lockWord)
         if tc == nil { tc = MetadataArena.allocate(bytes: ThreadCache.bytes) }
-        if let t = tc { aeth_memset(t, 0, ThreadCache.bytes) }
-        return tc
+        guard let t = tc else { return nil }
+        OS.zero(t, bytes: ThreadCache.bytes)
+        Lock.acquire(lockWord)
+        let links = ThreadCache.links(t)
+        links.pointee.next = r.pointee.liveList
+        if let n = r.pointee.liveList { ThreadCache.links(n).pointee.prev = t }
+        r.pointee.liveList = t
+        r.pointee.live += 1
+        Lock.release(lockWord)
+        return t
     }
 
-    /// Takes back a dead thread's cache. Returns how many remain live.
+    /// Takes back a dead thread's (emptied) cache. Returns how many remain live.
     @discardableResult
     static func recycle(_ tc: RawPointer) -> Int {
         let r = Globals.registry
         Lock.acquire(lockWord)
-        tc.storeBytes(of: r.pointee.freeList, toByteOffset: ThreadCache.nextFreeOffset, as: RawPointer?.self)
-        r.pointee.freeList = tc
+        let links = ThreadCache.links(tc)
+        if let p = links.pointee.prev { ThreadCache.links(p).pointee.next = links.pointee.next } else { r.pointee.liveList = links.pointee.next }
+        if let n = links.pointee.next { ThreadCache.links(n).pointee.prev = links.pointee.prev }
         r.pointee.live -= 1
+        pushFree(r, tc)
         let live = r.pointee.live
         Lock.release(lockWord)
         return live
+    }
+
+    /// In a fork child (one thread, locks reset): every live cache but the
+    /// calling thread's belongs to a thread that does not exist here. Those
+    /// the fork did not catch busy become orphans, reclaimed at the child's
+    /// next slow path; the busy ones are left alone (a leak, never a block
+    /// owned twice). O(threads) pointer work, nothing touched in the caches
+    /// beyond their links, so fork+exec stays cheap.
+    static func adoptAfterFork() {
+        let r = Globals.registry
+        let mine: RawPointer? = OS.tlsState == ThreadState.live ? OS.tlsCache : nil
+        var tc = r.pointee.liveList
+        r.pointee.liveList = nil
+        r.pointee.live = 0
+        var orphaned = false
+        while let t = tc {
+            tc = ThreadCache.links(t).pointee.next
+            if t == mine {
+                ThreadCache.links(t).pointee.next = nil
+                ThreadCache.links(t).pointee.prev = nil
+                r.pointee.liveList = t
+                r.pointee.live = 1
+            } else if ThreadCache.links(t).pointee.busy == 0 {
+                ThreadCache.links(t).pointee.next = r.pointee.orphans
+                r.pointee.orphans = t
+                orphaned = true
+            }
+        }
+        Globals.orphansPending.pointee.store(orphaned, ordering: .releasing)
+    }
+
+    /// Returns the orphans' blocks to the depots and pages, and their caches
+    /// to the free list (fork child, first slow path after the fork).
+    @inline(__always)
+    static func reclaimOrphansIfAny() {
+        if Globals.orphansPending.pointee.load(ordering: .relaxed) { reclaimOrphans() }
+    }
+
+    @inline(never)
+    static func reclaimOrphans() {
+        let r = Globals.registry
+        Lock.acquire(lockWord)
+        var list = r.pointee.orphans
+        r.pointee.orphans = nil
+        Globals.orphansPending.pointee.store(false, ordering: .relaxed)
+        Lock.release(lockWord)
+        while let t = list {
+            list = ThreadCache.links(t).pointee.next
+            Variant.Cache.flushAll(t)
+            Stats.threadExit(t)
+            Lock.acquire(lockWord)
+            pushFree(r, t)
+            Lock.release(lockWord)
+        }
+        if r.pointee.live <= 1 {
+            for c in 0..<SizeClass.count { Variant.Cache.drainGlobal(c) }
+        }
+    }
+
+    private static func pushFree(_ r: UnsafeMutablePointer<ThreadCacheRegistry>, _ tc: RawPointer) {
+        let links = ThreadCache.links(tc)
+        links.pointee.prev = nil
+        links.pointee.next = r.pointee.freeList
+        r.pointee.freeList = tc
     }
 }
 

@@ -73,6 +73,10 @@ enum Tuning {
     /// 4 MiB; realloc_growth page faults 58k at 256 KiB, 36k at 4 MiB.
     static let defaultDirtyPercent = 25
     static let dirtyMinBytes = 256 << 10
+    /// After the OS refuses a purge (madvise fails on locked pages, under
+    /// mlockall), budget and delay purges pause this long: the slices stay
+    /// committed and dirty, and calloc zeroes them.
+    static let purgeBackoffMs: UInt64 = 1000
     /// Wholly free segments kept mapped for reuse.
     static let cachedEmptySegments = 1
 
@@ -97,6 +101,12 @@ enum Tuning {
     /// reused span up to this many times its size (realloc_growth bench:
     /// buffers growing to 4 MiB re-faulted every page of a trimmed span).
     static let largeGrowingSlackFactor = 8
+
+    // ---- threads -----------------------------------------------------------
+    /// A thread that could not attach a cache (no memory for one) is served
+    /// from the pages directly and tries again this long after the last
+    /// failure, not on every call.
+    static let attachRetryMs: UInt64 = 100
 
     // ---- internal metadata -------------------------------------------------
     static let arenaChunkBytes = 1 << 20

@@ -139,3 +139,40 @@ uint64_t aeth_random_word(void) {
     }
     return v;
 }
+
+/* ---- test hooks ------------------------------------------------------------
+ * Only the hosted white-box build calls these (Variant.injectsFaults); the
+ * Embedded variants compile the calls out, and the linker script keeps the
+ * symbols local. */
+static __thread uint32_t aeth_fault_every[AETH_FAULT_KINDS] __attribute__((tls_model("initial-exec")));
+static __thread uint32_t aeth_fault_seen[AETH_FAULT_KINDS] __attribute__((tls_model("initial-exec")));
+static __thread uint64_t aeth_fault_failed[AETH_FAULT_KINDS] __attribute__((tls_model("initial-exec")));
+static uint64_t aeth_test_clock_ms;
+
+int aeth_fault_should_fail(int kind) {
+    if (kind < 0 || kind >= AETH_FAULT_KINDS || aeth_fault_every[kind] == 0) return 0;
+    if (++aeth_fault_seen[kind] % aeth_fault_every[kind] != 0) return 0;
+    aeth_fault_failed[kind]++;
+    return 1;
+}
+
+void aeth_fault_set(int kind, uint32_t every) {
+    if (kind < 0 || kind >= AETH_FAULT_KINDS) return;
+    aeth_fault_every[kind] = every;
+    aeth_fault_seen[kind] = 0;
+}
+
+void aeth_fault_reset(void) {
+    for (int k = 0; k < AETH_FAULT_KINDS; k++) {
+        aeth_fault_every[k] = 0;
+        aeth_fault_seen[k] = 0;
+        aeth_fault_failed[k] = 0;
+    }
+}
+
+uint64_t aeth_fault_injected(int kind) {
+    return (kind < 0 || kind >= AETH_FAULT_KINDS) ? 0 : aeth_fault_failed[kind];
+}
+
+uint64_t aeth_test_clock_get(void) { return __atomic_load_n(&aeth_test_clock_ms, __ATOMIC_RELAXED); }
+void aeth_test_clock_set(uint64_t ms) { __atomic_store_n(&aeth_test_clock_ms, ms, __ATOMIC_RELAXED); }

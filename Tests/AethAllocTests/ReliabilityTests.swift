@@ -132,24 +132,12 @@ struct ReliabilityTests {
         rlExpectVariant(result, target)
         if program == .oom {
             // A block freed must be memory the program can have again: after
-            // freeing everything, one block of half the headroom must fit.
-            // The program reports a failure of that on a "RECOVERY:" line and
-            // goes on. When the OS refuses memory, the allocator releases
-            // what malloc_trim(0) would and retries; the simple variant never
-            // unmaps small-block segments (its lock-free pool may read a
-            // block another thread took), so there the address space stays
-            // taken: a known issue of that variant (README, Limits).
+            // freeing everything, one block of half the headroom must fit, in
+            // every variant. The program reports a failure of that on a
+            // "RECOVERY:" line and goes on. When the OS refuses memory, the
+            // allocator releases what malloc_trim(0) would and retries.
             let recovery = result.stdoutLines.filter { $0.hasPrefix("RECOVERY:") }
-            let message = "\(target.testDescription):\n\(recovery.joined(separator: "\n"))"
-            if target.variant?.expectedName != "simple" {
-                #expect(recovery.isEmpty, "\(message)")
-            } else {
-                withKnownIssue(
-                    "freed small-block memory is not reusable for a large block under RLIMIT_AS", isIntermittent: true
-                ) {
-                    #expect(recovery.isEmpty, "\(message)")
-                }
-            }
+            #expect(recovery.isEmpty, "\(target.testDescription):\n\(recovery.joined(separator: "\n"))")
         }
     }
 

@@ -111,8 +111,8 @@ int aeth_thread_key_create(void);
 /* Attaches `value` to the key so the destructor runs at thread exit. The first
  * 32 keys are stored inline in glibc, so this does not allocate in practice;
  * if it does, the allocation re-enters with the thread cache already set. */
-static inline void aeth_thread_key_set(int key, void *value) {
-    pthread_setspecific((pthread_key_t)key, value);
+static inline int aeth_thread_key_set(int key, void *value) {
+    return pthread_setspecific((pthread_key_t)key, value);
 }
 /* Registers the fork handlers (called from the library constructor). */
 void aeth_register_atfork(void);
@@ -146,6 +146,18 @@ static inline uint64_t aeth_unix_ms(void) {
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+/* ---- test hooks (read only by the hosted white-box build) ---------------- */
+/* Fault plan, per thread: every n-th call of kind k fails (0: never).
+ * Kinds are FaultKind in Platform.swift. */
+#define AETH_FAULT_KINDS 8
+int aeth_fault_should_fail(int kind);
+void aeth_fault_set(int kind, uint32_t every);
+void aeth_fault_reset(void);
+uint64_t aeth_fault_injected(int kind);
+/* A process-wide clock override in ms (0: the real clock). */
+uint64_t aeth_test_clock_get(void);
+void aeth_test_clock_set(uint64_t ms);
 
 /* ---- callbacks implemented in Swift -------------------------------------- */
 AETH_HIDDEN void aethalloc_thread_exit(void *cache);
