@@ -233,7 +233,8 @@ enum Allocator {
         let first = growing
             ? allocateAboveClasses(size: Int(bitPattern: request), alignment: 16, zeroed: false, growing: true)
             : allocate(request)
-        guard let q = first ?? (request != n ? allocate(n) : nil) else { return nil }
+        // No memory for a smaller copy: the block stays where it is.
+        guard let q = first ?? (request != n ? allocate(n) : nil) else { return size <= usable ? p : nil }
         OS.copy(q, p, bytes: min(usable, size))
         deallocate(p)
         return q

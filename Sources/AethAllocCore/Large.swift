@@ -101,8 +101,9 @@ enum Large {
             // Larger than asked: keep the head, give the tail back. Its pages
             // were touched by the span's last owner, so keeping them would
             // count toward RSS (fragmentation bench: +15% peak RSS).
-            OS.unmap(b + needed, bytes: mapped - needed)
-            Stats.largeUnmapped(bytes: mapped - needed)
+            if OS.unmap(b + needed, bytes: mapped - needed) || OS.purge(b + needed, bytes: mapped - needed) {
+                Stats.largeUnmapped(bytes: mapped - needed)
+            }
             mapped = needed
         }
         if base == nil {
@@ -181,15 +182,18 @@ enum Large {
         h.pointee.requested = size
         if needed <= mapped {
             // Shrink: give back the tail when at least half would be unused.
-            // The new guard page is protected before the tail goes, so the
-            // block is never without one; if the OS refuses either step the
-            // block keeps its mapping (still correct, just larger).
-            if shrinking && mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes
-                && Hardening.protectTrailingGuard(base, mapped: needed)
-                && OS.unmap(base + needed, bytes: mapped - needed)
-            {
+            // The new guard page is protected first, so the block is never
+            // without one; if the OS refuses, nil makes the caller move the
+            // block to a new one of the right size. From then on the block
+            // ends at `needed`; should the OS refuse to unmap the tail, its
+            // pages are purged and its address range stays mapped, owned by
+            // nobody (a leak of address space only).
+            if shrinking && mapped - needed >= mapped / 2 && mapped - needed >= Tuning.sliceBytes {
+                if !Hardening.protectTrailingGuard(base, mapped: needed) { return nil }
                 h.pointee.mappedBytes = needed
-                Stats.largeUnmapped(bytes: mapped - needed)
+                if OS.unmap(base + needed, bytes: mapped - needed) || OS.purge(base + needed, bytes: mapped - needed) {
+                    Stats.largeUnmapped(bytes: mapped - needed)
+                }
                 resized(from: mapped, to: needed)
             }
             return p

@@ -9,8 +9,9 @@
 //                              once, -1 = no time limit (dirty budget and
 //                              malloc_trim only)
 //   AETHALLOC_DIRTY_PERCENT    committed free slices kept, as a percentage
-//                              of the heap in use (default 25; medium and
-//                              large blocks count double; at least 256 KiB);
+//                              of the heap in use (default 25; medium
+//                              blocks count twice, large blocks once; at
+//                              least 256 KiB);
 //                              beyond it a free purges down to half
 //   AETHALLOC_STATS=1          print the metrics summary at exit (metrics variant)
 

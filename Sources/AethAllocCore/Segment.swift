@@ -365,9 +365,10 @@ struct SegmentManager: ~Copyable {
     /// (bytes in pages, medium and large blocks; AETHALLOC_DIRTY_PERCENT), at
     /// least `Tuning.dirtyMinBytes`.
     private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
-        // Blocks above 64 KiB count double: they come and go in runs of up
-        // to 16 slices, and a program cycling through them (growing
-        // buffers) re-faults every purged run.
+        // Medium blocks count twice (they are in `usedBytes` too): they come
+        // and go in runs of up to 16 slices, and a program cycling through
+        // them (growing buffers) re-faults every purged run. Live large
+        // blocks count once: they are not in `usedBytes`.
         let big = m.pointee.mediumBytes &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
         let heap = m.pointee.usedBytes &+ big
         return max(Tuning.dirtyMinBytes, heap / 100 * Options.dirtyPercent)

@@ -63,7 +63,8 @@ enum Tuning {
     /// (Options.swift).
     static let defaultPurgeDelayMs = 1000
     /// Committed free slices are kept up to this percentage of the heap
-    /// (bytes in pages, plus medium and large blocks counted double), and at least
+    /// (bytes in pages and medium blocks, medium blocks counted twice, plus
+    /// live large blocks once), and at least
     /// `dirtyMinBytes`; beyond that a release purges down to half
     /// (SegmentManager). Overridden by AETHALLOC_DIRTY_PERCENT.
     /// fragmentation bench, page faults by setting (before dirty-first

@@ -99,8 +99,7 @@ enum RLFuzz {
             let source = BBPaths.packageRoot.appendingPathComponent("Tests/fuzz/api_fuzz.c")
             let exe = try BBScratch.directory("fuzz-bin").appendingPathComponent("api_fuzz").path
             let result = try await BBProcess.run(
-                BBBuild.compiler, ["-O1", "-g", "-pthread", "-Wall", "-o", exe, source.path, "-ldl"],
-                timeout: .seconds(300))
+                BBBuild.compiler, BBBuild.flags + ["-o", exe, source.path, "-ldl"], timeout: .seconds(300))
             guard result.succeeded else { throw BBFailure("compiling Tests/fuzz/api_fuzz.c failed:\n\(result.report)") }
             return exe
         }
@@ -155,7 +154,7 @@ struct ReliabilityTests {
                 result.succeeded,
                 """
                 api_fuzz failed under \(target.testDescription): \(result.outcome) \(result.failLines.joined(separator: " "))
-                reproduce: cc -O1 -g -pthread -o api_fuzz Tests/fuzz/api_fuzz.c -ldl && \
+                reproduce: cc -O1 -g -pthread -rdynamic -o api_fuzz Tests/fuzz/api_fuzz.c -ldl && \
                 \(preload.map { "LD_PRELOAD=\($0) " } ?? "")./api_fuzz \(args.joined(separator: " "))
                 \(result.report)
                 """
@@ -166,6 +165,74 @@ struct ReliabilityTests {
                 #expect(done != nil, "api_fuzz printed no summary\n\(result.report)")
             }
         }
+    }
+
+    /// The fuzzer under a fault plan (Tests/blackbox/faults.h): every N-th
+    /// mmap, munmap, madvise, mprotect and mremap fails, N swept from every
+    /// second call to rarely. No crash, no block handed out twice, calloc
+    /// zeroed, NULL + ENOMEM where the request could not be met, and then
+    /// full recovery once the faults stop (the program's own checks).
+    @Test("API fuzzer under OS faults: correct answers, then full recovery", arguments: BBVariant.all, [2, 3, 5, 17, 97])
+    func fuzzUnderFaults(_ variant: BBVariant, _ every: Int) async throws {
+        let preload = try variant.libraryPath()
+        let executable = try await RLFuzz.executable()
+        let args = ["seed=\(every)", "iterations=20000", "edge=0", "faults=\(every)", "recover=20000"]
+        let result = try await BBProcess.run(executable, args, preload: preload, timeout: RLSettings.timeout(forSeconds: 10))
+        #expect(
+            result.succeeded,
+            """
+            api_fuzz \(args.joined(separator: " ")) failed under \(variant.testDescription): \(result.outcome) \
+            \(result.failLines.joined(separator: " "))
+            \(result.report)
+            """)
+        let summary = result.stdoutLines.first { $0.hasPrefix("api_fuzz: faults=\(every): ") }
+        #expect(summary != nil, "no fault summary: the plan did not run\n\(result.report)")
+    }
+
+    /// An address-space limit swept from tight to loose: at every headroom
+    /// the program gets NULL + ENOMEM at the limit, never a crash, and gets
+    /// its freed memory back (Tests/blackbox/oom.c).
+    @Test("RLIMIT_AS sweep from tight to loose", arguments: BBVariant.all, [64, 96, 160])
+    func addressSpaceSweep(_ variant: BBVariant, _ headroomMiB: Int) async throws {
+        let preload = try variant.libraryPath()
+        let executable = try await BBBuild.executable("oom")
+        let result = try await BBProcess.run(
+            executable, ["headroom_mib=\(headroomMiB)"], preload: preload, timeout: .seconds(180))
+        #expect(result.succeeded, "oom headroom_mib=\(headroomMiB) under \(variant.testDescription)\n\(result.report)")
+        let recovery = result.stdoutLines.filter { $0.hasPrefix("RECOVERY:") }
+        #expect(recovery.isEmpty, "\(recovery.joined(separator: "\n"))")
+        #expect(result.stdoutLines.contains("oom: passed"), "\(result.report)")
+    }
+
+    /// The OS refuses in the middle of the allocator's work
+    /// (Tests/blackbox/faults.c): metadata runs out while magazines move to
+    /// the depot, purges fail, guard pages cannot be made.
+    @Test("OS faults: no block owned twice, calloc zeroed, guards or NULL", arguments: BBVariant.all,
+          ["magazines", "calloc-madvise", "guards"])
+    func osFaults(_ variant: BBVariant, _ scenario: String) async throws {
+        try await runFaultScenario(variant, scenario)
+    }
+
+    /// The same as calloc-madvise, with the kernel refusing the purges:
+    /// madvise(MADV_DONTNEED) fails with EINVAL on pages locked by mlockall.
+    /// Not the hardened variant: it maps every block above 64 KiB on its own
+    /// and unmaps it on free, so it never purges them (calloc-madvise covers
+    /// it), and under mlockall each of those 8000 mappings is populated and
+    /// locked (45 s of system time).
+    @Test("calloc under mlockall(MCL_CURRENT | MCL_FUTURE) is zeroed",
+          .enabled(if: geteuid() == 0, "mlockall of this much memory needs root (CAP_IPC_LOCK)"),
+          arguments: BBVariant.all.filter { $0.expectedName != "hardened" })
+    func callocUnderMlockall(_ variant: BBVariant) async throws {
+        try await runFaultScenario(variant, "calloc-mlock")
+    }
+
+    private func runFaultScenario(_ variant: BBVariant, _ scenario: String) async throws {
+        let preload = try variant.libraryPath()
+        let executable = try await BBBuild.executable("faults")
+        let result = try await BBProcess.run(executable, [scenario], preload: preload, timeout: .seconds(120))
+        #expect(result.succeeded, "faults \(scenario) under \(variant.testDescription)\n\(result.report)")
+        #expect(!result.stdoutLines.contains { $0.hasPrefix("SKIP:") }, "faults \(scenario) did not run\n\(result.report)")
+        #expect(result.stdoutLines.contains { $0.hasPrefix("faults: \(scenario): ") }, "\(result.report)")
     }
 
     /// The fuzzer's operation sequence depends only on the seed: the same

@@ -359,7 +359,11 @@ enum BBBuild {
     static var compiler: String { ProcessInfo.processInfo.environment["CC"].flatMap { $0.isEmpty ? nil : $0 } ?? "cc" }
 
     /// Compiles `Tests/blackbox/<name>.c` (once per test process) with
-    /// `cc -O1 -g -pthread -Wall` and returns the executable's path.
+    /// `cc -O1 -g -pthread -Wall -rdynamic` and returns the executable's
+    /// path. `-rdynamic` lets a program's own mmap & co. (faults.h) take the
+    /// preloaded allocator's calls.
+    static let flags = ["-O1", "-g", "-pthread", "-Wall", "-rdynamic"]
+
     static func executable(_ name: String) async throws -> String {
         try await BBOnce.shared.value("blackbox:\(name)") {
             let source = BBPaths.blackboxSources.appendingPathComponent("\(name).c")
@@ -369,8 +373,7 @@ enum BBBuild {
             let dir = try BBScratch.directory("bin")
             let exe = dir.appendingPathComponent(name).path
             let result = try await BBProcess.run(
-                compiler, ["-O1", "-g", "-pthread", "-Wall", "-o", exe, source.path, "-ldl"],
-                timeout: .seconds(300))
+                compiler, flags + ["-o", exe, source.path, "-ldl"], timeout: .seconds(300))
             guard result.succeeded else { throw BBFailure("compiling \(name).c failed:\n\(result.report)") }
             return exe
         }

@@ -3,6 +3,7 @@
  * shadow model of every live block.
  *
  *     api_fuzz [seed=1] [iterations=200000] [seconds=0] [maxlive=3000] [maxbytes=128] [edge=1]
+ *              [faults=0] [recover=20000]
  *
  * First (unless edge=0) a fixed set of edge cases: every power-of-two
  * alignment from 1 B to 256 MiB with sizes 0, 1, alignment - 1, alignment
@@ -52,10 +53,20 @@
  *     cc -O1 -g -pthread -o api_fuzz Tests/fuzz/api_fuzz.c -ldl
  *     LD_PRELOAD=.build/release/libaethalloc.so ./api_fuzz seed=S iterations=N+1
  *
+ * With faults=N (N > 0) the random sequence runs with a fault plan
+ * (../blackbox/faults.h; the program is built with -rdynamic): every N-th
+ * mmap, munmap, madvise, mprotect and mremap the allocator makes fails. Then
+ * any allocation may fail, but only with NULL + ENOMEM (posix_memalign:
+ * ENOMEM) and with the block passed in intact; every other check stands
+ * (no block handed out twice, calloc zeroed, contents kept). After the
+ * iterations the faults stop and `recover` more operations run with the
+ * strict checks: the allocator must have fully recovered.
+ *
  * Runs under glibc (no preload) too; functions glibc lacks (free_sized,
  * free_aligned_sized before glibc 2.39) fall back to free.
  */
 #include "../blackbox/bb.h"
+#include "../blackbox/faults.h"
 
 #include <limits.h>
 #include <malloc.h>
@@ -77,6 +88,11 @@ static size_t g_maxlive = 3000;
 static size_t g_maxbytes = 128 * MiB;
 static size_t g_page;
 static int g_edge = 1; /* run the fixed edge cases first */
+static unsigned long g_faults; /* every N-th OS call of each kind fails (0: none) */
+static long g_recover = 20000; /* operations after the faults stop */
+static int g_faulty;           /* faults on now: NULL + ENOMEM is a valid answer */
+static long g_enomem;          /* allocations that failed that way */
+#define NO_SLOT UINT32_MAX
 
 #define FAIL(...) fuzz_fail(g_op, __VA_ARGS__)
 
@@ -286,6 +302,11 @@ static void verify_all(const char *when) {
 /* Record a block returned by a successful call: alignment, usable size,
  * no overlap; fill it with a fresh pattern. */
 static uint32_t adopt(void *ptr, size_t size, size_t align, int kind, const char *call) {
+    if (ptr == NULL && g_faulty) {
+        CHECK(errno == ENOMEM, "%s returned NULL with errno %d under the fault plan (expected ENOMEM)", call, errno);
+        g_enomem++;
+        return NO_SLOT;
+    }
     CHECK(ptr != NULL, "%s returned NULL", call);
     CHECK(((uintptr_t)ptr & (align - 1)) == 0, "%s returned %p, not %zu-byte aligned", call, ptr, align);
     size_t us = malloc_usable_size(ptr);
@@ -435,6 +456,7 @@ static void receive(void) {
     pthread_cond_broadcast(&q_cond);
     pthread_mutex_unlock(&q_lock);
     const char *call = kind_name[b.kind];
+    if (b.p == NULL && g_faulty) return; /* the helper's allocation failed under the fault plan */
     CHECK(b.p != NULL, "%s(%zu) returned NULL", call, b.size);
     CHECK(((uintptr_t)b.p & (b.align - 1)) == 0, "%s returned %p, not %zu-byte aligned", call, (void *)b.p, b.align);
     CHECK(b.usable >= b.size, "%s: usable size %zu < %zu requested", call, b.usable, b.size);
@@ -509,6 +531,14 @@ static long do_realloc(long i, size_t size, int array, size_t nmemb) {
     }
     char c[64];
     snprintf(c, sizeof c, "%s(%s, %zu)", call, old.p ? "p" : "NULL", size);
+    if (q == NULL && g_faulty) {
+        CHECK(errno == ENOMEM, "%s returned NULL with errno %d under the fault plan (expected ENOMEM)", c, errno);
+        g_enomem++;
+        if (!old.p) return -1;
+        /* A failed realloc leaves the block as it was. */
+        verify_block(&old, "after a realloc that failed under the fault plan");
+        return (long)shadow_insert(&old);
+    }
     CHECK(q != NULL, "%s returned NULL (errno %d)", c, errno);
     /* The old contents up to min(old size, new size) are kept. */
     if (old.p) {
@@ -518,7 +548,8 @@ static long do_realloc(long i, size_t size, int array, size_t nmemb) {
               "%s of a %s(%zu) block (allocated at op %ld) moved %p -> %p and lost its contents at offset %zu of %zu",
               c, kind_name[old.kind], old.size, old.op, (void *)old.p, q, bad, keep);
     }
-    return (long)adopt(q, size, 16, array ? K_REALLOCARRAY : K_REALLOC, c);
+    uint32_t slot = adopt(q, size, 16, array ? K_REALLOCARRAY : K_REALLOC, c);
+    return slot == NO_SLOT ? -1 : (long)slot;
 }
 
 /* The documented failures: NULL + ENOMEM, the block passed in intact. */
@@ -596,6 +627,10 @@ static void step(void) {
         }
         snprintf(c, sizeof c, "calloc(%zu, %zu)", n, m);
         unsigned char *p = calloc(n, m);
+        if (p == NULL && g_faulty) {
+            adopt(p, n * m, 16, K_CALLOC, c);
+            break;
+        }
         CHECK(p != NULL, "%s returned NULL", c);
         const unsigned char *z = bb_escape(p);
         for (size_t k = 0; k < n * m; k++)
@@ -653,6 +688,11 @@ static void step(void) {
             if (al < sizeof(void *)) al = sizeof(void *);
             snprintf(c, sizeof c, "posix_memalign(&p, %zu, %zu)", al, n);
             int r = posix_memalign(&p, al, n);
+            if (r == ENOMEM && g_faulty) {
+                CHECK(p == NULL, "%s returned ENOMEM and changed p", c);
+                g_enomem++;
+                break;
+            }
             CHECK(r == 0, "%s returned %d", c, r);
             adopt(p, n, al, K_POSIX_MEMALIGN, c);
         } else {
@@ -851,7 +891,10 @@ int main(int argc, char **argv) {
         else if (bb_arg(argv[i], "maxlive", &v)) g_maxlive = strtoul(v, NULL, 0);
         else if (bb_arg(argv[i], "maxbytes", &v)) g_maxbytes = strtoul(v, NULL, 0) * MiB;
         else if (bb_arg(argv[i], "edge", &v)) g_edge = atoi(v);
-        else bb_fail("usage: api_fuzz [seed=N] [iterations=N] [seconds=S] [maxlive=N] [maxbytes=MiB] [edge=0|1] (got %s)",
+        else if (bb_arg(argv[i], "faults", &v)) g_faults = strtoul(v, NULL, 0);
+        else if (bb_arg(argv[i], "recover", &v)) g_recover = strtol(v, NULL, 0);
+        else bb_fail("usage: api_fuzz [seed=N] [iterations=N] [seconds=S] [maxlive=N] [maxbytes=MiB] [edge=0|1] "
+                     "[faults=N] [recover=N] (got %s)",
                      argv[i]);
     }
     BB_CHECK(g_maxlive >= 16 && g_maxbytes >= 16 * MiB, "maxlive must be >= 16 and maxbytes >= 16");
@@ -879,12 +922,42 @@ int main(int argc, char **argv) {
     BB_CHECK(e == 0, "pthread_create failed: %d", e);
 
     double start = now(), deadline = g_seconds > 0 ? start + g_seconds : 0;
+    if (g_faults) {
+        g_faulty = 1;
+        fault_set_all(g_faults);
+    }
     for (g_op = 0; g_iterations == 0 || g_op < g_iterations; g_op++) {
         step();
         if (deadline && (g_op & 255) == 0 && now() > deadline) {
             g_op++;
             break;
         }
+    }
+    if (g_faults) {
+        /* The OS works again: from here every allocation must succeed. */
+        fault_set_all(0);
+        unsigned long injected = 0;
+        for (int k = 0; k < F_KINDS; k++) injected += fault_failed[k];
+        CHECK(injected > 0, "faults=%lu: no OS call was made to fail: the fault plan did not reach the allocator",
+              g_faults);
+        verify_all("when the faults stopped");
+        pthread_mutex_lock(&q_lock);
+        while (to_free_n > 0 || ready_n < READY_TARGET) pthread_cond_wait(&q_cond, &q_lock);
+        /* Blocks the helper allocated under the plan may be NULL: drop them. */
+        size_t kept = 0;
+        for (size_t k = 0; k < ready_n; k++) {
+            blk_t b = ready[(ready_head + k) % QCAP];
+            if (b.p) ready[(ready_head + kept++) % QCAP] = b;
+        }
+        ready_n = kept;
+        g_faulty = 0;
+        pthread_cond_broadcast(&q_cond);
+        pthread_mutex_unlock(&q_lock);
+        long end = g_op + g_recover;
+        for (; g_op < end; g_op++) step();
+        bb_say("api_fuzz: faults=%lu: %lu OS calls failed, %ld allocations returned ENOMEM, then %ld operations with "
+               "none failing",
+               g_faults, injected, g_enomem, g_recover);
     }
     long ops = g_op;
     /* Wind down: verify and free everything, the helper's blocks too. */
