@@ -26,6 +26,7 @@ let cAliases: [String] = [
     "malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc",
     "posix_memalign", "memalign", "valloc", "pvalloc", "malloc_usable_size",
     "free_sized", "free_aligned_sized", "cfree", "malloc_trim",
+    "mallinfo2", "mallinfo", "malloc_stats", "malloc_info", "mallopt",
     "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc",
     "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__posix_memalign",
 ]

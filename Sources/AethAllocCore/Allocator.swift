@@ -218,7 +218,7 @@ enum Allocator {
         case .medium(let page):
             usable = Medium.usableSize(page)
             if size <= usable && size > usable / 2 { return p }
-            if size > usable && size <= Tuning.mediumMaxBytes && Medium.grow(page, to: size) { return p }
+            if size > usable && size <= Options.mediumMaxBytes && Medium.grow(page, to: size) { return p }
         case .large(let base):
             usable = Large.usableSize(p, base: base, operation: "realloc")
             if size > Tuning.maxSmallBytes, let q = Large.reallocate(p, base: base, size: size) { return q }

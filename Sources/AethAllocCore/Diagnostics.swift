@@ -96,6 +96,12 @@ struct LineBuffer {
         }
     }
 
+    /// Writes the line to `fd`; false on an error.
+    mutating func write(to fd: Int32) -> Bool {
+        let n = length
+        return withUnsafeBytes(of: &bytes) { OS.write(fd, $0.baseAddress!, count: n) }
+    }
+
     mutating func write() {
         let n = length
         withUnsafeBytes(of: &bytes) { OS.writeStderr($0.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n) }

@@ -135,3 +135,51 @@ public func aethalloc_get_metrics_ext(_ out: UnsafeMutablePointer<aethalloc_metr
     withUnsafeBytes(of: &full) { OS.copy(out, $0.baseAddress!, bytes: n) }
     return 0
 }
+
+// ---- glibc's introspection API (Introspection.swift) ---------------------------
+
+@c(aethalloc_mallinfo2)
+public func aethalloc_mallinfo2() -> AethMallinfo2 {
+    let saved = OS.errno
+    defer { OS.errno = saved }
+    return HeapFigures.take().mallinfo2
+}
+
+/// The old `struct mallinfo`: the same figures, each saturating at INT_MAX
+/// as glibc's do.
+@c(aethalloc_mallinfo)
+public func aethalloc_mallinfo() -> AethMallinfo {
+    let m = aethalloc_mallinfo2()
+    func clamp(_ v: Int) -> Int32 { Int32(min(max(v, 0), Int(Int32.max))) }
+    return AethMallinfo(
+        arena: clamp(m.arena), ordblks: clamp(m.ordblks), smblks: clamp(m.smblks), hblks: clamp(m.hblks),
+        hblkhd: clamp(m.hblkhd), usmblks: clamp(m.usmblks), fsmblks: clamp(m.fsmblks), uordblks: clamp(m.uordblks),
+        fordblks: clamp(m.fordblks), keepcost: clamp(m.keepcost))
+}
+
+@c(aethalloc_malloc_stats)
+public func aethalloc_malloc_stats() {
+    let saved = OS.errno
+    HeapReport.printStats()
+    OS.errno = saved
+}
+
+/// 0 on success; EINVAL (returned, errno set) for options other than 0, as
+/// glibc; -1 with errno from write(2) if the stream cannot be written.
+@c(aethalloc_malloc_info)
+public func aethalloc_malloc_info(_ options: Int32, _ stream: UnsafeMutableRawPointer?) -> Int32 {
+    if options != 0 {
+        OS.errno = OS.EINVAL
+        return -1
+    }
+    guard let fd = OS.flushAndDescriptor(of: stream) else {
+        OS.errno = OS.EINVAL
+        return -1
+    }
+    return HeapReport.writeInfo(to: fd) ? 0 : -1
+}
+
+@c(aethalloc_mallopt)
+public func aethalloc_mallopt(_ param: Int32, _ value: Int32) -> Int32 {
+    MallocOption.set(param, value)
+}

@@ -46,9 +46,13 @@ struct ProcessState {
     var threadKey: Int32
     var constructorRan: Bool
     var printStatsAtExit: Bool
-    /// Options.purgeDelayMs, Options.dirtyPercent.
+    /// The options (Options.swift): from the environment, and from
+    /// mallopt for the last two.
     var purgeDelayMs: Int
     var dirtyPercent: Int
+    var verbose: Bool
+    var dirtyMinBytes: Int
+    var mediumMaxBytes: Int
     /// Hardening.secret (hardened variant).
     var secret: UInt
 }
@@ -98,8 +102,10 @@ enum Globals {
     static let attachFailedSlot = 8
     /// Not a lock: a fork child has orphaned caches to reclaim (ThreadCache).
     static let orphansPendingSlot = 9
+    /// Not a lock: live large blocks (Large.swift; mallinfo2's hblks).
+    static let largeCountSlot = 10
     /// The class locks: `centralLock0 + c`.
-    static let centralLock0 = 10
+    static let centralLock0 = 11
     @inline(__always) static var slotCount: Int { centralLock0 + SizeClass.count }
 
     @inline(__always)
@@ -112,6 +118,7 @@ enum Globals {
     @inline(__always) static var largeLiveBytes: UnsafeMutablePointer<Atomic<Int>> { slot(largeLiveSlot, as: Atomic<Int>.self) }
     @inline(__always) static var attachFailedMs: UnsafeMutablePointer<Atomic<UInt64>> { slot(attachFailedSlot, as: Atomic<UInt64>.self) }
     @inline(__always) static var orphansPending: UnsafeMutablePointer<Atomic<Bool>> { slot(orphansPendingSlot, as: Atomic<Bool>.self) }
+    @inline(__always) static var largeCount: UnsafeMutablePointer<Atomic<Int>> { slot(largeCountSlot, as: Atomic<Int>.self) }
 
     // ---- the regions ---------------------------------------------------------------
     @inline(__always) static var root: RawPointer { OS.rootStorage }

@@ -133,6 +133,7 @@ enum Large {
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
         Globals.largeLiveBytes.pointee.wrappingAdd(mapped, ordering: .relaxed)
+        Globals.largeCount.pointee.wrappingAdd(1, ordering: .relaxed)
         if zeroed && !fresh { OS.zero(user, bytes: size) }
         return user
     }
@@ -151,6 +152,7 @@ enum Large {
         let bytes = h.pointee.mappedBytes
         Stats.largeFreed(bytes: bytes - h.pointee.userOffset - Hardening.largeTrailingGuardBytes)
         Globals.largeLiveBytes.pointee.wrappingSubtract(bytes, ordering: .relaxed)
+        Globals.largeCount.pointee.wrappingSubtract(1, ordering: .relaxed)
         if bytes <= Tuning.largeCacheMaxSpanBytes && Hardening.cachesLargeSpans {
             Lock.acquire(LargeCache.lockWord)
             let kept = insertCached(base, h)
@@ -233,6 +235,13 @@ enum Large {
     private static func resized(from old: Int, to new: Int) {
         Stats.largeResized(from: old, to: new)
         Globals.largeLiveBytes.pointee.wrappingAdd(new &- old, ordering: .relaxed)
+    }
+
+    /// Cached spans and their bytes (mallinfo2, malloc_stats).
+    static func cachedFigures() -> (count: Int, bytes: Int) {
+        Lock.acquire(LargeCache.lockWord)
+        defer { Lock.release(LargeCache.lockWord) }
+        return (Globals.largeCache.pointee.count, Globals.largeCache.pointee.totalBytes)
     }
 
     /// Unmaps every cached span (malloc_trim). Returns the bytes released.

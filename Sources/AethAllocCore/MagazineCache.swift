@@ -108,6 +108,11 @@ enum MagazineCache: CachePolicy {
 
     static func drainGlobal(_ c: Int) { Depot.drainAll(c) }
 
+    /// Full magazines in the depot, at the class's capacity each.
+    static func globalBlocks(_ c: Int) -> Int {
+        Globals.depot(c).pointee.full.approximateCount() * Globals.classInfo(c).pointee.magazineCapacity
+    }
+
     // ---- helpers ---------------------------------------------------------------
 
     /// A magazine leaving a cache: full ones to the depot, the rest drained.

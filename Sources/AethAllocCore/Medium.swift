@@ -26,7 +26,7 @@ enum Medium {
     /// are served here.
     @inline(__always)
     static func serves(size: Int, alignment: Int) -> Bool {
-        size <= Tuning.mediumMaxBytes && alignment <= Tuning.sliceBytes && Hardening.carvesMediumBlocks
+        size <= Options.mediumMaxBytes && alignment <= Tuning.sliceBytes && Hardening.carvesMediumBlocks
     }
 
     @inline(__always)

@@ -56,6 +56,9 @@ struct PageMeta {
 /// have a free or never-used block, each with `listed` set.
 struct Central {
     var partial: UnsafeMutablePointer<PageMeta>?
+    /// Blocks of the class out of their pages: with the program, in thread
+    /// caches or in the depot/pool (mallinfo2, malloc_stats).
+    var outBlocks: Int
 
     @inline(__always)
     static func lockWord(_ c: Int) -> UnsafeMutablePointer<LockWord> {
@@ -97,6 +100,7 @@ struct Central {
                 taken &+= 1
             }
             pg.pointee.used &+= taken
+            central.pointee.outBlocks &+= Int(taken)
             if !pg.pointee.hasFree { unlink(central, pg) }
         }
         return n
@@ -107,6 +111,7 @@ struct Central {
         let central = Globals.central(c)
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
+        central.pointee.outBlocks &-= n
         for i in 0..<n {
             let b = src[i]!
             let page = Segment.page(of: b, in: Segment.base(of: b))
@@ -143,6 +148,13 @@ struct Central {
                 drain(c, from: slots, count: k)
             }
         }
+    }
+
+    /// Blocks of class `c` out of their pages (read under the class lock).
+    static func outBlocks(_ c: Int) -> Int {
+        Lock.acquire(lockWord(c))
+        defer { Lock.release(lockWord(c)) }
+        return Globals.central(c).pointee.outBlocks
     }
 
     /// Releases every page of class `c` with no block out (malloc_trim).

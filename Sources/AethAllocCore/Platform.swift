@@ -49,7 +49,9 @@ enum OS {
     /// mmap(2) of anonymous read-write memory; nil when the OS refuses.
     static func map(bytes: Int) -> RawPointer? {
         if FaultPlan.fails(.mmap) { return nil }
-        return aeth_mmap(bytes)
+        guard let p = aeth_mmap(bytes) else { return nil }
+        aeth_count_mapped(bytes)
+        return p
     }
 
     /// munmap(2). False when the OS refused (ENOMEM: splitting a mapping
@@ -57,7 +59,9 @@ enum OS {
     @discardableResult
     static func unmap(_ p: RawPointer, bytes: Int) -> Bool {
         if FaultPlan.fails(.munmap) { return false }
-        return aeth_munmap(p, bytes) == 0
+        if aeth_munmap(p, bytes) != 0 { return false }
+        aeth_count_unmapped(bytes)
+        return true
     }
 
     /// madvise(MADV_DONTNEED): returns the physical pages of a range to the
@@ -65,7 +69,9 @@ enum OS {
     /// locked pages, under mlockall): the range then keeps its contents.
     static func purge(_ p: RawPointer, bytes: Int) -> Bool {
         if FaultPlan.fails(.madvise) { return false }
-        return aeth_purge(p, bytes) == 0
+        if aeth_purge(p, bytes) != 0 { return false }
+        aeth_count_purged(bytes)
+        return true
     }
 
     /// mprotect(PROT_NONE) / mprotect(PROT_READ | PROT_WRITE). False when
@@ -83,15 +89,28 @@ enum OS {
     /// taken or the OS refused; the mapping is then unchanged.
     static func remapInPlace(_ p: RawPointer, from old: Int, to new: Int) -> Bool {
         if FaultPlan.fails(.mremap) { return false }
-        return aeth_mremap_inplace(p, old, new) != nil
+        if aeth_mremap_inplace(p, old, new) == nil { return false }
+        if new > old { aeth_count_mapped(new - old) } else { aeth_count_unmapped(old - new) }
+        return true
     }
 
     /// Moves a mapping's pages to `target` (a range we own) without copying.
     /// False when the OS refused; the mapping is then unchanged.
     static func remap(_ p: RawPointer, from old: Int, to new: Int, at target: RawPointer) -> Bool {
         if FaultPlan.fails(.mremap) { return false }
-        return aeth_mremap_to(p, old, new, target) == target
+        if aeth_mremap_to(p, old, new, target) != target { return false }
+        // The pages moved onto the target range (mapped and counted by us);
+        // the old range's `old` bytes are no longer mapped.
+        aeth_count_moved_away(old)
+        return true
     }
+
+    /// What the allocator holds from the OS: bytes mapped now and at the
+    /// peak, and bytes given back so far (munmap and purges). Counted here,
+    /// on every successful call, in every variant.
+    static var bytesMapped: Int { Int(truncatingIfNeeded: aeth_counted_mapped()) }
+    static var peakBytesMapped: Int { Int(truncatingIfNeeded: aeth_counted_peak()) }
+    static var bytesReturned: Int { Int(truncatingIfNeeded: aeth_counted_returned()) }
 
     // ---- memory primitives (no OS call; here so the shim has one door) --------
 
@@ -166,6 +185,9 @@ enum OS {
         aeth_getenv(UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self))
     }
 
+    /// The `i`-th "NAME=value" entry of the environment, nil past the end.
+    static func environmentEntry(_ i: Int) -> UnsafePointer<CChar>? { aeth_environ_entry(i) }
+
     @inline(__always) static var errno: Int32 {
         get { aeth_errno_get() }
         set { aeth_errno_set(newValue) }
@@ -174,6 +196,14 @@ enum OS {
     static var EINVAL: Int32 { aeth_EINVAL() }
 
     static func writeStderr(_ p: UnsafePointer<UInt8>, count: Int) { aeth_write_stderr(p, count) }
+    /// write(2) of all `count` bytes to `fd`; false on an error.
+    @discardableResult
+    static func write(_ fd: Int32, _ p: UnsafeRawPointer, count: Int) -> Bool { aeth_write_fd(fd, p, count) == 0 }
+    /// fflush(fp) and fileno(fp) of a C `FILE *`; nil if it has none.
+    static func flushAndDescriptor(of file: UnsafeMutableRawPointer?) -> Int32? {
+        let fd = aeth_flush_fileno(file)
+        return fd < 0 ? nil : fd
+    }
     static func abort() -> Never { aeth_abort() }
 
     // ---- the statistics file (metrics variant) -------------------------------------

@@ -101,7 +101,6 @@ public func aethalloc_process_init() {
     let state = Globals.process
     if !state.pointee.constructorRan {
         state.pointee.constructorRan = true
-        if let v = OS.environment("AETHALLOC_STATS"), v.pointee == 0x31 /* "1" */ { state.pointee.printStatsAtExit = true }
         OS.registerForkHandlers()
         Publisher.start()
     }
@@ -110,8 +109,9 @@ public func aethalloc_process_init() {
 /// The library destructor (.fini_array: runs at exit without atexit's lock).
 @c(aethalloc_process_exit)
 public func aethalloc_process_exit() {
-    if Variant.statsEnabled && Globals.process.pointee.printStatsAtExit {
-        MetricsSnapshot.take().printSummary()
+    if Globals.process.pointee.printStatsAtExit {
+        if Variant.statsEnabled { MetricsSnapshot.take().printSummary() }
+        HeapReport.printExitSummary()
     }
     Publisher.stop()
 }

@@ -137,6 +137,8 @@ struct SegmentManager: ~Copyable {
     /// budget and the delay stop trying (`purgeAllowed`).
     var purgeFailures: Int
     var purgeBackoffUntilMs: UInt64
+    /// Segments mapped now (mallinfo2, malloc_stats).
+    var mappedSegments: Int
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
@@ -238,6 +240,20 @@ struct SegmentManager: ~Copyable {
         }
         if m.pointee.dirtyBytes > dirtyBudget(m) { purgeExcess(m, sparing: h) }
         maybePurge(m)
+    }
+
+    /// The manager's figures, read under its lock (mallinfo2, malloc_stats).
+    static func figures() -> (segments: Int, withFree: Int, used: Int, medium: Int, dirty: Int) {
+        Lock.acquire(lockWord)
+        defer { Lock.release(lockWord) }
+        let m = shared
+        var withFree = 0
+        var s = m.pointee.withFree
+        while let h = s {
+            withFree += 1
+            s = h.pointee.next
+        }
+        return (m.pointee.mappedSegments, withFree, m.pointee.usedBytes, m.pointee.mediumBytes, m.pointee.dirtyBytes)
     }
 
     /// Returns every free-but-committed slice to the OS. Returns the bytes purged.
@@ -371,7 +387,7 @@ struct SegmentManager: ~Copyable {
         // blocks count once: they are not in `usedBytes`.
         let big = m.pointee.mediumBytes &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
         let heap = m.pointee.usedBytes &+ big
-        return max(Tuning.dirtyMinBytes, heap / 100 * Options.dirtyPercent)
+        return max(Options.dirtyMinBytes, heap / 100 * Options.dirtyPercent)
     }
 
     private static func markDirty(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>, _ run: UInt64) {
@@ -477,6 +493,7 @@ struct SegmentManager: ~Copyable {
             return false
         }
         m.pointee.dirtyBytes -= dirty
+        m.pointee.mappedSegments -= 1
         Stats.segmentUnmapped(bytes: Tuning.segmentBytes)
         return true
     }
@@ -489,6 +506,7 @@ struct SegmentManager: ~Copyable {
             return nil
         }
         Stats.segmentMapped(bytes: Tuning.segmentBytes)
+        m.pointee.mappedSegments += 1
         base.storeBytes(of: SizeClass.markHeader, toByteOffset: Segment.sliceClassOffset, as: UInt8.self)
         for i in 1..<Tuning.slicesPerSegment {
             base.storeBytes(of: SizeClass.markFree, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)

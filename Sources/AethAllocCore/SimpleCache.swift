@@ -136,6 +136,11 @@ enum SimpleCache: CachePolicy {
 
     static func drainGlobal(_ c: Int) { GlobalPool.drainAll(c) }
 
+    /// Batches on the pool, at the class's batch size each.
+    static func globalBlocks(_ c: Int) -> Int {
+        Globals.depot(c).pointee.full.approximateCount() * Globals.classInfo(c).pointee.simpleBatch
+    }
+
     @inline(__always)
     private static func setHot(_ c: Int, _ hot: UnsafeMutablePointer<CacheEntry>, head: RawPointer?, count: Int) {
         hot.pointee = CacheEntry(

@@ -346,4 +346,7 @@ protocol CachePolicy {
     static func flushAll(_ tc: RawPointer)
     /// Returns class `c`'s process-wide store (depot, pool) to the pages.
     static func drainGlobal(_ c: Int)
+    /// Blocks of class `c` in the process-wide store now (approximate when
+    /// other threads trade with it meanwhile).
+    static func globalBlocks(_ c: Int) -> Int
 }

@@ -5,12 +5,16 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/auxv.h>
+#include <stdio.h>
+
+extern char **environ;
 
 const unsigned char aeth_empty_cache[AETH_EMPTY_CACHE_BYTES] __attribute__((aligned(64)));
 __thread void *aeth_tls_cache __attribute__((tls_model("initial-exec"))) = (void *)aeth_empty_cache;
 __thread uintptr_t aeth_tls_state __attribute__((tls_model("initial-exec")));
 
 unsigned char aeth_segment_map[AETH_SEGMENT_MAP_ENTRIES] __attribute__((aligned(4096)));
+aeth_os_counters aeth_os_counts;
 unsigned char aeth_root_storage[AETH_ROOT_BYTES] __attribute__((aligned(4096)));
 
 static void aeth_thread_exit_hook(void *cache) { aethalloc_thread_exit(cache); }
@@ -38,6 +42,32 @@ void aeth_write_stderr(const char *buf, size_t len) {
 }
 
 _Noreturn void aeth_abort(void) { abort(); }
+
+const char *aeth_environ_entry(size_t i) {
+    char **env = environ;
+    if (!env) return NULL;
+    for (size_t k = 0; k < i; k++)
+        if (!env[k]) return NULL;
+    return env[i];
+}
+
+int aeth_write_fd(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int aeth_flush_fileno(void *fp) {
+    if (!fp) return -1;
+    fflush((FILE *)fp);
+    return fileno((FILE *)fp);
+}
 
 /* Runs after libc is initialised and before main: the place for work that may
  * itself call malloc (pthread_atfork). Lazy init on the first malloc covers

@@ -86,6 +86,43 @@ void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target);
 /* 8 random bytes from the kernel's AT_RANDOM auxiliary vector (no syscall). */
 uint64_t aeth_random_word(void);
 
+/* ---- glibc's introspection structs (malloc.h), under our own names --------- */
+/* Same layout as glibc's `struct mallinfo2` and `struct mallinfo`: the
+ * exported mallinfo2()/mallinfo() return them by value. */
+typedef struct {
+    size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+} AethMallinfo2;
+typedef struct {
+    int arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+} AethMallinfo;
+
+/* ---- what the allocator asked of the OS ------------------------------------ */
+/* Bytes mapped now and at the peak, and bytes given back (munmap, and
+ * madvise(MADV_DONTNEED) of committed free memory), counted in every variant
+ * by Platform.swift on the slow paths that make those calls. */
+typedef struct {
+    uint64_t mapped;
+    uint64_t peak;
+    uint64_t returned;
+} aeth_os_counters;
+extern AETH_HIDDEN aeth_os_counters aeth_os_counts;
+static inline void aeth_count_mapped(size_t n) {
+    uint64_t now = __atomic_add_fetch(&aeth_os_counts.mapped, n, __ATOMIC_RELAXED);
+    uint64_t peak = __atomic_load_n(&aeth_os_counts.peak, __ATOMIC_RELAXED);
+    while (now > peak &&
+           !__atomic_compare_exchange_n(&aeth_os_counts.peak, &peak, now, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+static inline void aeth_count_unmapped(size_t n) {
+    __atomic_sub_fetch(&aeth_os_counts.mapped, n, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&aeth_os_counts.returned, n, __ATOMIC_RELAXED);
+}
+static inline void aeth_count_moved_away(size_t n) { __atomic_sub_fetch(&aeth_os_counts.mapped, n, __ATOMIC_RELAXED); }
+static inline void aeth_count_purged(size_t n) { __atomic_add_fetch(&aeth_os_counts.returned, n, __ATOMIC_RELAXED); }
+static inline uint64_t aeth_counted_mapped(void) { return __atomic_load_n(&aeth_os_counts.mapped, __ATOMIC_RELAXED); }
+static inline uint64_t aeth_counted_peak(void) { return __atomic_load_n(&aeth_os_counts.peak, __ATOMIC_RELAXED); }
+static inline uint64_t aeth_counted_returned(void) { return __atomic_load_n(&aeth_os_counts.returned, __ATOMIC_RELAXED); }
+
 /* ---- futex --------------------------------------------------------------- */
 static inline void aeth_futex_wait(uint32_t *addr, uint32_t expected) {
     syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
@@ -120,6 +157,12 @@ void aeth_register_atfork(void);
 /* ---- environment and output ---------------------------------------------- */
 /* getenv does not allocate. */
 static inline const char *aeth_getenv(const char *name) { return getenv(name); }
+/* The i-th "NAME=value" string of the environment, NULL past the end. */
+const char *aeth_environ_entry(size_t i);
+/* write(2) of all of buf to fd, retrying on partial writes; 0 or -1. */
+int aeth_write_fd(int fd, const void *buf, size_t len);
+/* fflush(fp) then fileno(fp) (neither allocates); -1 if fp is not usable. */
+int aeth_flush_fileno(void *fp);
 /* write(2) to stderr, retrying on partial writes. */
 void aeth_write_stderr(const char *buf, size_t len);
 _Noreturn void aeth_abort(void);
