@@ -38,6 +38,9 @@ public enum Catalog {
     public static let peerPackages = ["jemalloc": "libjemalloc2", "mimalloc": "libmimalloc2.0", "tcmalloc": "libtcmalloc-minimal4"]
     public static let installHint = "apt-get install libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4"
     public static let buildHint = "swift build -c release"
+    /// The release, as the pkg-config file gives it. Kept equal to `version`
+    /// in nix/aethalloc.nix (a test compares them).
+    public static let version = "0.1.0"
 
     /// The file name of a variant's library.
     public static func libraryName(variant: String) -> String {
@@ -129,10 +132,16 @@ public struct Locator: Sendable {
         return nil
     }
 
-    /// Where variant libraries are looked for, in order.
+    /// Where variant libraries are looked for, in order. An installed copy
+    /// (PREFIX/bin/aethalloc) finds its libraries in PREFIX/lib.
     public var variantSearchDirs: [String] {
         var dirs: [String] = []
-        for d in [libDir, executableDir, packageRoot.map { $0 + "/.build/release" }] {
+        let installedLib = executableDir.flatMap { d -> String? in
+            guard (d as NSString).lastPathComponent == "bin" else { return nil }
+            let parent = (d as NSString).deletingLastPathComponent
+            return (parent == "/" ? "" : parent) + "/lib"
+        }
+        for d in [libDir, executableDir, installedLib, packageRoot.map { $0 + "/.build/release" }] {
             if let d, !dirs.contains(d) { dirs.append(d) }
         }
         return dirs

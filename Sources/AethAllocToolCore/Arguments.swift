@@ -94,6 +94,19 @@ public struct MetricsOptions: Equatable, Sendable {
     public init() {}
 }
 
+/// `aethalloc-cli install`.
+public struct InstallOptions: Equatable, Sendable {
+    public static let defaultPrefix = "/usr/local"
+    /// Absolute and normalised (no `.`, `..`, `//` or trailing `/`).
+    public var prefix = InstallOptions.defaultPrefix
+    /// The build directory holding the libraries and aethalloc-cli; nil: the
+    /// directory of the running executable.
+    public var from: String?
+    public var dryRun = false
+    public var force = false
+    public init() {}
+}
+
 public enum Command: Equatable, Sendable {
     /// Help, in general or on one command.
     case help(String?)
@@ -102,6 +115,7 @@ public enum Command: Equatable, Sendable {
     case bench(BenchOptions)
     case stat(StatOptions)
     case metrics(MetricsOptions)
+    case install(InstallOptions)
 }
 
 /// Bad usage: reported in one line, exit status 2.
@@ -123,7 +137,7 @@ public struct UsageError: Error, Equatable {
 }
 
 public enum Arguments {
-    public static let commands = ["run", "ab", "bench", "stat", "metrics", "help"]
+    public static let commands = ["run", "ab", "bench", "stat", "metrics", "install", "help"]
 
     /// Parses the arguments after the program name.
     public static func parse(_ args: [String]) throws(UsageError) -> Command {
@@ -139,6 +153,7 @@ public enum Arguments {
         case "bench": return try parseBench(rest)
         case "stat": return try parseStat(rest)
         case "metrics": return try parseMetrics(rest)
+        case "install": return try parseInstall(rest)
         default:
             if first.hasPrefix("-") { throw UsageError("unknown option '\(first)'") }
             throw UsageError("unknown command '\(first)' (commands: \(commands.joined(separator: ", ")))")
@@ -369,5 +384,45 @@ public enum Arguments {
             throw UsageError("unexpected argument '\(t[0])'", command: "metrics")
         }
         return .metrics(o)
+    }
+
+    static func parseInstall(_ args: [String]) throws(UsageError) -> Command {
+        var o = InstallOptions()
+        var s = Scanner(command: "install", args: args)
+        var trailing: [String]?
+        while let opt = s.nextOption(trailing: &trailing) {
+            switch opt.name {
+            case _ where isHelp(opt.name): return .help("install")
+            case "--prefix": o.prefix = try prefix(s.value(opt))
+            case "--from":
+                let d = try s.value(opt)
+                if d.isEmpty { throw UsageError("--from wants a directory", command: "install") }
+                o.from = d
+            case "--dry-run": try s.noValue(opt); o.dryRun = true
+            case "--force": try s.noValue(opt); o.force = true
+            default: throw UsageError("unknown option '\(opt.name)'", command: "install")
+            }
+        }
+        if let t = trailing, !t.isEmpty {
+            throw UsageError("unexpected argument '\(t[0])'", command: "install")
+        }
+        return .install(o)
+    }
+
+    /// An install prefix: absolute (like configure's --prefix), and free of
+    /// whitespace and ':', which split paths in LD_PRELOAD and
+    /// /etc/ld.so.preload. Returned normalised.
+    static func prefix(_ s: String) throws(UsageError) -> String {
+        guard s.hasPrefix("/") else {
+            throw UsageError("--prefix wants an absolute directory, not '\(s)'", command: "install")
+        }
+        guard !s.contains(where: { $0.isWhitespace || $0 == ":" }) else {
+            throw UsageError("--prefix cannot contain spaces or ':' (LD_PRELOAD would split the path there), not '\(s)'", command: "install")
+        }
+        var parts: [Substring] = []
+        for p in s.split(separator: "/") where p != "." {
+            if p == ".." { _ = parts.popLast() } else { parts.append(p) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 }

@@ -1,7 +1,8 @@
 /// The help texts.
 public enum Help {
     public static let general = """
-        aethalloc-cli: run, compare and watch programs under AethAlloc and other allocators
+        aethalloc-cli: run, compare and watch programs under AethAlloc and other allocators,
+        and install AethAlloc
 
         Usage:
           aethalloc-cli run [--variant VARIANT] -- CMD ARGS...
@@ -10,6 +11,7 @@ public enum Help {
                               [--threads LIST] [--out DIR] [--report-only DIR]
           aethalloc-cli stat [PID] [--once] [--json] [--interval SEC] [--dir DIR]
           aethalloc-cli metrics [--listen HOST:PORT] [--dir DIR]
+          aethalloc-cli install [--prefix DIR] [--from DIR] [--dry-run] [--force]
           aethalloc-cli help [COMMAND]
 
         Commands:
@@ -18,6 +20,8 @@ public enum Help {
           bench    build and run the C benchmark suite, write results and a report
           stat     live allocator statistics of running programs, like top
           metrics  serve those statistics to Prometheus over HTTP
+          install  install the libraries, header, pkg-config file and this
+                   command (as 'aethalloc') under a prefix
 
         Allocators: glibc (nothing preloaded); the peers jemalloc, mimalloc,
         tcmalloc, from Debian packages:
@@ -27,7 +31,8 @@ public enum Help {
 
         Variant libraries (libaethalloc.so for magazine, libaethalloc-VARIANT.so
         otherwise) are looked up in $AETHALLOC_LIB_DIR, then next to this
-        executable, then in <package>/.build/release.
+        executable, then in ../lib beside its bin directory (an installed
+        copy), then in <package>/.build/release.
 
         Run 'aethalloc-cli COMMAND --help' for a command's options.
 
@@ -188,6 +193,51 @@ public enum Help {
 
         """
 
+    public static let install = """
+        Usage: aethalloc-cli install [--prefix DIR] [--from DIR] [--dry-run] [--force]
+
+        Installs this build under DIR (default \(InstallOptions.defaultPrefix)):
+
+          DIR/lib/libaethalloc.so, libaethalloc-simple.so,
+            libaethalloc-metrics.so, libaethalloc-hardened.so   mode 0644
+          DIR/include/aethalloc.h                               mode 0644
+          DIR/lib/pkgconfig/aethalloc.pc                        mode 0644
+          DIR/bin/aethalloc        this command, as users type it, mode 0755
+          DIR/share/aethalloc/install-manifest   each file installed, with
+                                   its FNV-1a 64 checksum
+
+        The libraries and the command (aethalloc-cli) come from the directory
+        of this executable, the build directory (e.g. .build/release), or
+        from --from DIR; the header from <package>/include/aethalloc.h.
+        Libraries are 0644 as on Debian: the loader only reads them.
+
+        Each file is written to a temporary file in its directory and renamed
+        into place, so a program starting meanwhile loads the old library or
+        the new one, never part of one. An existing file is replaced only if
+        the manifest lists it with the checksum of what is on disk now (ours,
+        not edited since); any other file stops the install before anything
+        is written, unless --force. Installing the same build again changes
+        nothing. Each action is printed on one line: mkdir, install, update,
+        skip (unchanged), replace (--force). Then prints how to preload the
+        library into one systemd service or system-wide.
+
+        Options:
+          --prefix DIR   where to install (default \(InstallOptions.defaultPrefix)); an
+                         absolute path without spaces or ':'
+          --from DIR     take the libraries and aethalloc-cli from DIR
+          --dry-run      list what would be done; write nothing
+          --force        replace files this command did not install, or that
+                         were changed since
+          -h, --help     this help
+
+        Exit status: 0 on success, also when nothing changed; 1 if a file is
+        missing, a destination is refused or writing fails; 2 on bad usage.
+
+        Example:
+          swift build -c release && sudo .build/release/aethalloc-cli install
+
+        """
+
     public static func text(for topic: String?) -> String {
         switch topic {
         case "run": return run
@@ -195,6 +245,7 @@ public enum Help {
         case "bench": return bench
         case "stat": return stat
         case "metrics": return metrics
+        case "install": return install
         default: return general
         }
     }

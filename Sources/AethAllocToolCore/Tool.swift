@@ -49,6 +49,9 @@ public enum AethAllocTool {
             case .metrics(let o):
                 commandName = "metrics"
                 return try MetricsCommand.run(o, console: console)
+            case .install(let o):
+                commandName = "install"
+                return try InstallCommand.run(o, locator: locator ?? .current(), console: console)
             }
         } catch let e as UsageError {
             console.errLine(e.line)
