@@ -139,6 +139,7 @@ enum Allocator {
     static func deallocateToFullCache(_ p: RawPointer, _ c: Int) {
         let saved = OS.errno
         ThreadCache.deallocate(p, c)
+        Reclaimer.startIfWanted()
         OS.errno = saved
     }
 
@@ -153,6 +154,7 @@ enum Allocator {
         case .medium(let page): Medium.deallocate(p, page)
         case .large(let base): Large.deallocate(p, base: base)
         }
+        Reclaimer.startIfWanted()
         OS.errno = saved
     }
 

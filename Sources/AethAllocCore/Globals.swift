@@ -51,6 +51,7 @@ struct ProcessState {
     var purgeDelayMs: Int
     var dirtyPercent: Int
     var verbose: Bool
+    var background: BackgroundMode
     var dirtyMinBytes: Int
     var mediumMaxBytes: Int
     /// Hardening.secret (hardened variant).
@@ -104,8 +105,13 @@ enum Globals {
     static let orphansPendingSlot = 9
     /// Not a lock: live large blocks (Large.swift; mallinfo2's hblks).
     static let largeCountSlot = 10
+    /// Not locks: the background reclaimer's state, whether it is wanted,
+    /// and its futex word (Reclaim.swift).
+    static let reclaimerStateSlot = 11
+    static let reclaimerWantedSlot = 12
+    static let reclaimerWakeSlot = 13
     /// The class locks: `centralLock0 + c`.
-    static let centralLock0 = 11
+    static let centralLock0 = 14
     @inline(__always) static var slotCount: Int { centralLock0 + SizeClass.count }
 
     @inline(__always)
@@ -119,6 +125,9 @@ enum Globals {
     @inline(__always) static var attachFailedMs: UnsafeMutablePointer<Atomic<UInt64>> { slot(attachFailedSlot, as: Atomic<UInt64>.self) }
     @inline(__always) static var orphansPending: UnsafeMutablePointer<Atomic<Bool>> { slot(orphansPendingSlot, as: Atomic<Bool>.self) }
     @inline(__always) static var largeCount: UnsafeMutablePointer<Atomic<Int>> { slot(largeCountSlot, as: Atomic<Int>.self) }
+    @inline(__always) static var reclaimerState: UnsafeMutablePointer<Atomic<Int>> { slot(reclaimerStateSlot, as: Atomic<Int>.self) }
+    @inline(__always) static var reclaimerWanted: UnsafeMutablePointer<Atomic<Bool>> { slot(reclaimerWantedSlot, as: Atomic<Bool>.self) }
+    @inline(__always) static var reclaimerWake: UnsafeMutablePointer<Atomic<UInt32>> { slot(reclaimerWakeSlot, as: Atomic<UInt32>.self) }
 
     // ---- the regions ---------------------------------------------------------------
     @inline(__always) static var root: RawPointer { OS.rootStorage }

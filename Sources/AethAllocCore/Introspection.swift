@@ -258,7 +258,16 @@ enum HeapReport {
         line.append(field: "returned", UInt64(max(0, f.returned)))
         line.append(field: "in_use", UInt64(max(0, f.inUse)))
         line.append(field: "free", UInt64(max(0, f.free)))
-        line.append(" (bytes)\n")
+        line.append(" (bytes) background=")
+        switch Reclaimer.state.pointee.load(ordering: .relaxed) {
+        case Reclaimer.running: line.append("running")
+        case Reclaimer.unavailable: line.append(Options.background == .off ? "off" : "unavailable")
+        default: line.append("not-started")
+        }
+        if Variant.statsEnabled {
+            line.append(field: "background_failures", Globals.metrics.pointee.backgroundUnavailable.load(ordering: .relaxed))
+        }
+        line.append("\n")
         line.write()
         if !Variant.statsEnabled {
             var note = LineBuffer.summary()

@@ -237,6 +237,23 @@ enum Large {
         Globals.largeLiveBytes.pointee.wrappingAdd(new &- old, ordering: .relaxed)
     }
 
+    /// The background reclaimer's step: unmaps spans idle for longer than
+    /// `largeCacheDecayMs`. Returns the milliseconds until the oldest
+    /// remaining span is due, nil if none is cached.
+    static func reclaim(now: UInt64) -> UInt64? {
+        Lock.acquire(LargeCache.lockWord)
+        defer { Lock.release(LargeCache.lockWord) }
+        let cache = Globals.largeCache
+        while cache.pointee.count > 0 && now &- LargeCache.entries[0].idleSinceMs >= Tuning.largeCacheDecayMs {
+            let e = LargeCache.entries[0]
+            removeEntry(0)
+            unmap(e.base!, header(e.base!))
+        }
+        if cache.pointee.count == 0 { return nil }
+        let due = LargeCache.entries[0].idleSinceMs &+ Tuning.largeCacheDecayMs
+        return due > now ? due - now : 0
+    }
+
     /// Cached spans and their bytes (mallinfo2, malloc_stats).
     static func cachedFigures() -> (count: Int, bytes: Int) {
         Lock.acquire(LargeCache.lockWord)
@@ -331,9 +348,12 @@ enum Large {
         cache.pointee.count -= 1
     }
 
-    /// Unmaps spans idle for longer than `largeCacheDecayMs` (lock held).
+    /// Unmaps spans idle for longer than `largeCacheDecayMs` (lock held),
+    /// unless the background reclaimer does.
     private static func decay() {
         let cache = Globals.largeCache
+        Reclaimer.notePending(bytes: cache.pointee.totalBytes)
+        if !Reclaimer.checksDelaysInline { return }
         let now = OS.nowMs()
         if now &- cache.pointee.lastDecayMs < 100 { return }
         cache.pointee.lastDecayMs = now

@@ -13,12 +13,24 @@
 //   AETHALLOC_STATS_DIR        where the metrics variant publishes (Publish.swift)
 //   AETHALLOC_VERBOSE          0/1, true/false, yes/no: print the variant and
 //                              the effective options at start-up
+//   AETHALLOC_BACKGROUND       auto (default), 1, 0: the background reclaimer
+//                              (Reclaim.swift); 0 keeps the inline policy
 //
 // Every variable is parsed whole. A malformed or out-of-range value gets one
 // line on stderr naming the variable, the value and what is accepted, and
 // the default is used; an AETHALLOC_* name that is none of the above (a
 // typo) gets one warning line. Parsing and printing use no allocation: the
 // environment is read with getenv and by walking `environ`.
+
+/// AETHALLOC_BACKGROUND.
+enum BackgroundMode: UInt8 {
+    /// Never: the inline policy only.
+    case off = 0
+    /// Once `Tuning.backgroundStartBytes` of freed memory wait.
+    case auto = 1
+    /// At the first freed byte that waits.
+    case always = 2
+}
 
 enum Options {
     @inline(__always) static var purgeDelayMs: Int { Globals.process.pointee.purgeDelayMs }
@@ -27,6 +39,7 @@ enum Options {
     @inline(__always) static var dirtyMinBytes: Int { Globals.process.pointee.dirtyMinBytes }
     /// The largest medium block (Tuning.mediumMaxBytes; mallopt M_MMAP_THRESHOLD).
     @inline(__always) static var mediumMaxBytes: Int { Globals.process.pointee.mediumMaxBytes }
+    @inline(__always) static var background: BackgroundMode { Globals.process.pointee.background }
 
     /// Reads the environment into ProcessState (during initialisation).
     static func load() {
@@ -39,6 +52,7 @@ enum Options {
             accepted: "an integer from 0 to 1000 (%)")
         state.pointee.printStatsAtExit = boolean("AETHALLOC_STATS")
         state.pointee.verbose = boolean("AETHALLOC_VERBOSE")
+        state.pointee.background = backgroundMode()
         state.pointee.dirtyMinBytes = Tuning.dirtyMinBytes
         state.pointee.mediumMaxBytes = Tuning.mediumMaxBytes
         warnAboutUnknownNames()
@@ -55,6 +69,17 @@ enum Options {
         if let v = parseInteger(raw), range.contains(v) { return v }
         complain(name, raw, accepted: accepted, usingDecimal: value, orWord: nil)
         return value
+    }
+
+    /// auto, 1 (true, yes) or 0 (false, no). The hosted white-box build
+    /// defaults to 0: its tests drive the reclaimer's steps themselves.
+    static func backgroundMode() -> BackgroundMode {
+        let fallback: BackgroundMode = Variant.injectsFaults ? .off : .auto
+        guard let raw = OS.environment("AETHALLOC_BACKGROUND") else { return fallback }
+        if equalsIgnoringCase(raw, "auto") { return .auto }
+        if let v = parseBoolean(raw) { return v ? .always : .off }
+        complain("AETHALLOC_BACKGROUND", raw, accepted: "auto, 1 or 0", usingDecimal: nil, orWord: "auto")
+        return fallback
     }
 
     /// 1/true/yes or 0/false/no (any case); unset is false.
@@ -155,7 +180,7 @@ enum Options {
     private static func isKnown(_ entry: UnsafePointer<CChar>) -> Bool {
         isName(entry, "AETHALLOC_PURGE_DELAY_MS") || isName(entry, "AETHALLOC_DIRTY_PERCENT")
             || isName(entry, "AETHALLOC_STATS") || isName(entry, "AETHALLOC_STATS_DIR")
-            || isName(entry, "AETHALLOC_VERBOSE")
+            || isName(entry, "AETHALLOC_VERBOSE") || isName(entry, "AETHALLOC_BACKGROUND")
             // Tools and tests:
             || isName(entry, "AETHALLOC_LIB_DIR") || isName(entry, "AETHALLOC_KEEP_TEST_FILES")
             || isName(entry, "AETHALLOC_SOAK_SECONDS") || isName(entry, "AETHALLOC_SOAK_THREADS")
@@ -185,6 +210,12 @@ enum Options {
         line.appendDecimal(UInt(dirtyPercent))
         line.append(" AETHALLOC_STATS=")
         line.append(Globals.process.pointee.printStatsAtExit ? "1" : "0")
+        line.append(" AETHALLOC_BACKGROUND=")
+        switch background {
+        case .off: line.append("0")
+        case .auto: line.append("auto")
+        case .always: line.append("1")
+        }
         line.append(" statistics=")
         line.append(Variant.statsEnabled ? "on" : "off")
         line.append(" hardened=")

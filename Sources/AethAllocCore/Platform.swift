@@ -21,8 +21,8 @@ typealias RawPointer = UnsafeMutableRawPointer
 
 /// The OS calls that the fault plan can make fail.
 enum FaultKind: Int {
-    case mmap = 0, munmap, madvise, mprotect, mremap, threadKey
-    static let count = 6
+    case mmap = 0, munmap, madvise, mprotect, mremap, threadKey, thread
+    static let count = 7
 }
 
 enum OS {
@@ -152,6 +152,12 @@ enum OS {
         return aeth_thread_key_set(key, value) == 0
     }
     static func registerForkHandlers() { aeth_register_atfork() }
+    /// Starts the background reclaimer thread (`aethalloc_background_main`);
+    /// false if the OS refused (RLIMIT_NPROC, a seccomp filter on clone).
+    static func startBackgroundThread() -> Bool {
+        if FaultPlan.fails(.thread) { return false }
+        return aeth_background_thread_start() == 0
+    }
     static var pid: Int64 { aeth_getpid() }
     /// /proc/self/comm into `buf` (NUL-terminated, at most `capacity` bytes).
     static func readCommand(into buf: UnsafeMutablePointer<CChar>, capacity: Int) { aeth_read_comm(buf, capacity) }
@@ -162,6 +168,11 @@ enum OS {
         aeth_futex_wait(word, expected)
     }
     @inline(__always) static func futexWakeOne(_ word: UnsafeMutablePointer<UInt32>) { aeth_futex_wake_one(word) }
+    /// Waits while `*word == expected`, at most `ms` milliseconds (or until
+    /// woken, or spuriously).
+    static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, timeoutMs ms: UInt64) {
+        aeth_futex_wait_ms(word, expected, ms)
+    }
     @inline(__always) static func yield() { aeth_yield() }
     @inline(__always) static func cpuRelax() { aeth_cpu_relax() }
 

@@ -84,6 +84,7 @@ public func aethalloc_fork_child() {
     Lock.reset(Publisher.lockWord)
     // Only this thread exists here: the others' caches become orphans.
     ThreadCacheRegistry.adoptAfterFork()
+    Reclaimer.resetAfterFork()
     Publisher.restartInChild()
 }
 

@@ -119,12 +119,10 @@ enum Segment {
 /// - `dirtyBytes` is the sum over segments of popcount(dirtyMask) slices;
 ///   `usedBytes` the bytes of all slices in pages (small or medium).
 ///
-/// Purge policy: a freed slice stays committed ("dirty") so the next page
-/// or medium block carved there costs no page faults, within two limits:
-/// dirty bytes above `dirtyBudget` (a share of the bytes in use, at least
-/// `Tuning.dirtyMinBytes`) are purged down to half the budget at once, and a
-/// segment dirty for longer than the purge delay is purged on the next
-/// segment operation. malloc_trim purges everything.
+/// Purge policy (when: Reclaim.swift): a freed slice stays committed
+/// ("dirty") so the next page or medium block carved there costs no page
+/// faults, within the dirty budget and the purge delay; this type carries
+/// them out, under its lock. malloc_trim purges everything.
 struct SegmentManager: ~Copyable {
     var withFree: UnsafeMutablePointer<SegmentHeader>?
     var emptySegments: Int
@@ -238,8 +236,37 @@ struct SegmentManager: ~Copyable {
             if m.pointee.emptySegments >= Tuning.cachedEmptySegments { purgeSegment(m, h) }
             m.pointee.emptySegments += 1
         }
-        if m.pointee.dirtyBytes > dirtyBudget(m) { purgeExcess(m, sparing: h) }
+        if Reclaimer.purgesInline(dirty: m.pointee.dirtyBytes, budget: dirtyBudget(m)) { purgeExcess(m, sparing: h) }
         maybePurge(m)
+        if Options.purgeDelayMs > 0 { Reclaimer.notePending(bytes: m.pointee.dirtyBytes) }
+    }
+
+    /// The background reclaimer's step: purges the slices the delay and the
+    /// budget say are due. Returns the milliseconds until the next segment's
+    /// slices are due, nil if none are committed and free (or the delay is
+    /// off, -1, and the budget holds).
+    static func reclaim(now: UInt64) -> UInt64? {
+        Lock.acquire(lockWord)
+        defer { Lock.release(lockWord) }
+        let m = shared
+        if m.pointee.dirtyBytes > dirtyBudget(m) && purgeAllowed(m) { purgeExcess(m, sparing: nil) }
+        let delay = Options.purgeDelayMs
+        if delay <= 0 || m.pointee.dirtyBytes == 0 { return nil }
+        if purgeAllowed(m) { _ = purge(m, olderThanMs: now &- UInt64(delay)) }
+        var next: UInt64? = nil
+        var seg = m.pointee.withFree
+        while let h = seg {
+            if h.pointee.dirtyMask != 0 {
+                let due = h.pointee.dirtySinceMs &+ UInt64(delay)
+                let wait = due > now ? due - now : 0
+                next = min(next ?? wait, wait)
+            }
+            seg = h.pointee.next
+        }
+        if m.pointee.purgeFailures != 0 && m.pointee.purgeBackoffUntilMs > now, let n = next {
+            next = max(n, m.pointee.purgeBackoffUntilMs - now)
+        }
+        return next
     }
 
     /// The manager's figures, read under its lock (mallinfo2, malloc_stats).
@@ -377,17 +404,9 @@ struct SegmentManager: ~Copyable {
         return best
     }
 
-    /// Dirty bytes allowed before a release purges: a share of the heap
-    /// (bytes in pages, medium and large blocks; AETHALLOC_DIRTY_PERCENT), at
-    /// least `Tuning.dirtyMinBytes`.
+    /// The dirty budget now (Reclaimer.dirtyBudget).
     private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
-        // Medium blocks count twice (they are in `usedBytes` too): they come
-        // and go in runs of up to 16 slices, and a program cycling through
-        // them (growing buffers) re-faults every purged run. Live large
-        // blocks count once: they are not in `usedBytes`.
-        let big = m.pointee.mediumBytes &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
-        let heap = m.pointee.usedBytes &+ big
-        return max(Options.dirtyMinBytes, heap / 100 * Options.dirtyPercent)
+        Reclaimer.dirtyBudget(used: m.pointee.usedBytes, medium: m.pointee.mediumBytes)
     }
 
     private static func markDirty(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>, _ run: UInt64) {
@@ -398,7 +417,7 @@ struct SegmentManager: ~Copyable {
 
     /// Purges segments other than `hot` (the one just released into) until
     /// the dirty bytes are at most half the budget, then `hot` if needed.
-    private static func purgeExcess(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>) {
+    private static func purgeExcess(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>?) {
         if !purgeAllowed(m) { return }
         let target = dirtyBudget(m) / 2
         var seg = m.pointee.withFree
@@ -406,7 +425,7 @@ struct SegmentManager: ~Copyable {
             seg = h.pointee.next
             if h != hot { purgeSegment(m, h) }
         }
-        if m.pointee.dirtyBytes > target { purgeSegment(m, hot) }
+        if let hot, m.pointee.dirtyBytes > target { purgeSegment(m, hot) }
     }
 
     /// False for `Tuning.purgeBackoffMs` after the OS refused a purge (under
@@ -421,7 +440,9 @@ struct SegmentManager: ~Copyable {
     /// most every tenth of the delay.
     private static func maybePurge(_ m: UnsafeMutablePointer<SegmentManager>) {
         let delay = Options.purgeDelayMs
-        if delay <= 0 || m.pointee.dirtyBytes == 0 || !purgeAllowed(m) { return }  // 0: done by releasePage; -1: budget and malloc_trim only
+        // 0: done by releasePage; -1: budget and malloc_trim only; with the
+        // reclaimer running, its job.
+        if delay <= 0 || m.pointee.dirtyBytes == 0 || !purgeAllowed(m) || !Reclaimer.checksDelaysInline { return }
         let now = OS.nowMs()
         if now &- m.pointee.lastPurgeMs >= UInt64(delay / 10 + 1) {
             m.pointee.lastPurgeMs = now

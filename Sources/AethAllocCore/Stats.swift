@@ -31,6 +31,8 @@ struct GlobalMetrics: ~Copyable {
     let bytesReturned: Atomic<UInt64>
     let depotTransfers: Atomic<UInt64>
     let threadsExited: Atomic<UInt64>
+    /// Times the background reclaimer could not be started (Reclaim.swift).
+    let backgroundUnavailable: Atomic<UInt64>
     @inline(__always) static var classAllocsOffset: Int { Layout.after(0, MemoryLayout<GlobalMetrics>.size, align: 8) }
     @inline(__always) static var bytes: Int { classAllocsOffset + 8 * SizeClass.count }
 }
@@ -122,6 +124,11 @@ enum Stats {
     static func largeResized(from old: Int, to new: Int) {
         if !enabled { return }
         addInUse(new - old)
+    }
+
+    static func backgroundUnavailable() {
+        if !enabled { return }
+        global.pointee.backgroundUnavailable.wrappingAdd(1, ordering: .relaxed)
     }
 
     static func depotTransfer() {

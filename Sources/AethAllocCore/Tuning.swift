@@ -103,6 +103,18 @@ enum Tuning {
     /// buffers growing to 4 MiB re-faulted every page of a trimmed span).
     static let largeGrowingSlackFactor = 8
 
+    // ---- the background reclaimer (Reclaim.swift) ----------------------------
+    /// With AETHALLOC_BACKGROUND=auto it starts once this much freed memory
+    /// waits for the purge delay or the span decay: a program that stays
+    /// smaller never gets the thread.
+    static let backgroundStartBytes = 4 << 20
+    /// Its sleep while something is pending is at least this long (the
+    /// delay and the decay are checked this often at most)...
+    static let backgroundMinSleepMs: UInt64 = 20
+    /// ...and while nothing is pending, at most this long (it is woken when
+    /// the budget is exceeded; the timeout is a safety net).
+    static let backgroundIdleSleepMs: UInt64 = 10_000
+
     // ---- threads -----------------------------------------------------------
     /// A thread that could not attach a cache (no memory for one) is served
     /// from the pages directly and tries again this long after the last

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <sys/auxv.h>
 #include <stdio.h>
+#include <signal.h>
+#include <sys/prctl.h>
 
 extern char **environ;
 
@@ -23,6 +25,33 @@ int aeth_thread_key_create(void) {
     pthread_key_t key;
     if (pthread_key_create(&key, aeth_thread_exit_hook) != 0) return -1;
     return (int)key;
+}
+
+static void *aeth_background_entry(void *arg) {
+    (void)arg;
+    prctl(PR_SET_NAME, "aethalloc-bg", 0, 0, 0);
+    aethalloc_background_main();
+    return NULL;
+}
+
+int aeth_background_thread_start(void) {
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return EAGAIN;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t t;
+    int e = pthread_create(&t, &attr, aeth_background_entry, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return e;
+}
+
+void aeth_futex_wait_ms(uint32_t *addr, uint32_t expected, uint64_t ms) {
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
 }
 
 void aeth_register_atfork(void) {

@@ -76,7 +76,7 @@ struct IntrospectionTests {
             "aethalloc: AETHALLOC_STATS=maybe is not valid (accepted: 0, 1, true, false, yes or no); using 0",
             "aethalloc: ignoring unknown variable AETHALLOC_PURGE_DELAY (not an AethAlloc option: see the README's Tuning table)",
             "aethalloc[\(variant.expectedName)] options: AETHALLOC_PURGE_DELAY_MS=1000 AETHALLOC_DIRTY_PERCENT=25 "
-                + "AETHALLOC_STATS=0 statistics=\(variant.expectedName == "metrics" ? "on" : "off") "
+                + "AETHALLOC_STATS=0 AETHALLOC_BACKGROUND=auto statistics=\(variant.expectedName == "metrics" ? "on" : "off") "
                 + "hardened=\(variant.expectedName == "hardened" ? "yes" : "no")",
         ]
         #expect(Set(lines) == Set(expected) && lines.count == expected.count, "stderr:\n\(lines.joined(separator: "\n"))")

@@ -130,6 +130,8 @@ static inline void aeth_futex_wait(uint32_t *addr, uint32_t expected) {
 static inline void aeth_futex_wake_one(uint32_t *addr) {
     syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
+/* Waits while *addr == expected, at most `ms` milliseconds. */
+void aeth_futex_wait_ms(uint32_t *addr, uint32_t expected, uint64_t ms);
 static inline void aeth_yield(void) { sched_yield(); }
 static inline void aeth_cpu_relax(void) { __builtin_ia32_pause(); }
 
@@ -151,6 +153,11 @@ int aeth_thread_key_create(void);
 static inline int aeth_thread_key_set(int key, void *value) {
     return pthread_setspecific((pthread_key_t)key, value);
 }
+/* Starts the background reclaimer: a detached thread with a small stack,
+ * every signal blocked (signals stay with the program's threads), named
+ * "aethalloc-bg", running aethalloc_background_main. Returns 0 or the
+ * pthread_create error (EAGAIN under RLIMIT_NPROC, EPERM under seccomp). */
+int aeth_background_thread_start(void);
 /* Registers the fork handlers (called from the library constructor). */
 void aeth_register_atfork(void);
 
@@ -209,5 +216,6 @@ AETH_HIDDEN void aethalloc_fork_parent(void);
 AETH_HIDDEN void aethalloc_fork_child(void);
 AETH_HIDDEN void aethalloc_process_init(void);
 AETH_HIDDEN void aethalloc_process_exit(void);
+AETH_HIDDEN void aethalloc_background_main(void);
 
 #endif /* AETH_PLATFORM_H */

@@ -1,0 +1,177 @@
+// Reclaim.swift: when memory goes back to the OS, in one place.
+//
+// The mechanics live with the data (SegmentManager purges and unmaps
+// segments, Large unmaps spans, the caching policies drain their depots);
+// what is decided here is *when*:
+//
+//   dirty budget   freed slices stay committed up to `dirtyBudget` (a share
+//                  of the heap, at least Options.dirtyMinBytes); past it a
+//                  release purges down to half
+//   purge delay    a slice committed and free for longer than
+//                  Options.purgeDelayMs is purged
+//   span decay     a cached large span idle for longer than
+//                  Tuning.largeCacheDecayMs is unmapped
+//   empty segments one wholly free segment stays mapped, the rest are
+//                  unmapped at once (SegmentManager.releasePage)
+//   depots, pools  drained when the process is back to one thread
+//                  (ThreadCache.detach) and by malloc_trim (Allocator.trim)
+//
+// Who acts on the delay and the decay:
+//
+//   inline         (AETHALLOC_BACKGROUND=0, or before the reclaimer starts,
+//                  or when it cannot be created) the next segment or large
+//                  operation checks them, on whichever thread makes it; a
+//                  program that stops calling the allocator keeps what it
+//                  freed last.
+//   background     one thread per process, "aethalloc-bg", started the first
+//                  time more than `Tuning.backgroundStartBytes` of freed
+//                  memory waits for the delay or the decay (so a program that
+//                  stays small never has it; AETHALLOC_BACKGROUND=1 starts it
+//                  at the first byte). It sleeps on a futex while nothing is
+//                  pending, and otherwise wakes when the oldest pending item
+//                  is due: memory goes back while the program is idle.
+//                  Allocating threads then only mark work: the budget is
+//                  enforced inline only past twice its size (a hard
+//                  ceiling), below that the reclaimer is woken instead.
+//
+// The reclaimer takes only the segment and large-cache locks, which no fast
+// path takes; it never allocates through malloc; it holds no lock across
+// fork (the fork handlers take every lock, so fork waits for its current
+// step), and a fork child starts without one until it has work of its own.
+// It blocks every signal, so signals stay with the program's threads.
+import Synchronization
+
+enum Reclaimer {
+    static let notStarted = 0
+    static let starting = 1
+    static let running = 2
+    /// Switched off (AETHALLOC_BACKGROUND=0) or the OS refused the thread.
+    static let unavailable = 3
+
+    @inline(__always) static var state: UnsafeMutablePointer<Atomic<Int>> { Globals.reclaimerState }
+    @inline(__always) static var isRunning: Bool { state.pointee.load(ordering: .relaxed) == running }
+
+    // ---- the policy ---------------------------------------------------------------
+
+    /// Dirty bytes allowed before a release purges: a share of the heap
+    /// (bytes in pages, medium and large blocks; AETHALLOC_DIRTY_PERCENT), at
+    /// least `Options.dirtyMinBytes`. `used` includes `medium`.
+    static func dirtyBudget(used: Int, medium: Int) -> Int {
+        // Medium blocks count twice (they are in `used` too): they come and
+        // go in runs of up to 16 slices, and a program cycling through them
+        // (growing buffers) re-faults every purged run. Live large blocks
+        // count once.
+        let heap = used &+ medium &+ Globals.largeLiveBytes.pointee.load(ordering: .relaxed)
+        return max(Options.dirtyMinBytes, heap / 100 * Options.dirtyPercent)
+    }
+
+    /// Whether a release that left `dirty` bytes committed against `budget`
+    /// purges on the releasing thread now. With the reclaimer running, only
+    /// past the hard ceiling; below it the reclaimer is woken.
+    static func purgesInline(dirty: Int, budget: Int) -> Bool {
+        if dirty <= budget { return false }
+        if isRunning && dirty <= 2 * budget {
+            wake()
+            return false
+        }
+        return true
+    }
+
+    /// Whether the releasing thread checks the purge delay and the span
+    /// decay itself: not while the reclaimer does.
+    @inline(__always) static var checksDelaysInline: Bool { !isRunning }
+
+    /// `bytes` of freed memory now wait for the delay or the decay (called
+    /// under the segment or large-cache lock). Past the start threshold the
+    /// reclaimer is wanted; it is started by `startIfWanted`, outside every
+    /// lock (pthread_create allocates).
+    @inline(__always)
+    static func notePending(bytes: Int) {
+        if state.pointee.load(ordering: .relaxed) != notStarted { return }
+        if bytes >= startThresholdBytes { Globals.reclaimerWanted.pointee.store(true, ordering: .relaxed) }
+    }
+
+    /// The start threshold: `Tuning.backgroundStartBytes` for `auto`, 1 byte
+    /// for `1`.
+    static var startThresholdBytes: Int {
+        Options.background == .always ? 1 : Tuning.backgroundStartBytes
+    }
+
+    // ---- the thread ----------------------------------------------------------------
+
+    /// Called on slow paths after every lock is released: starts the
+    /// reclaimer if it is wanted and not started.
+    @inline(__always)
+    static func startIfWanted() {
+        if !Globals.reclaimerWanted.pointee.load(ordering: .relaxed) { return }
+        if state.pointee.load(ordering: .relaxed) != notStarted { return }
+        start()
+    }
+
+    @inline(never)
+    static func start() {
+        if Options.background == .off {
+            state.pointee.store(unavailable, ordering: .relaxed)
+            return
+        }
+        guard state.pointee.compareExchange(expected: notStarted, desired: starting, ordering: .acquiring).exchanged
+        else { return }
+        let saved = OS.errno
+        if OS.startBackgroundThread() {
+            state.pointee.store(running, ordering: .releasing)
+        } else {
+            // RLIMIT_NPROC, a seccomp filter: the inline policy goes on,
+            // silently; the metrics variant counts it.
+            state.pointee.store(unavailable, ordering: .releasing)
+            Stats.backgroundUnavailable()
+        }
+        OS.errno = saved
+    }
+
+    /// Wakes the reclaimer early (the budget was exceeded).
+    static func wake() {
+        let word = Globals.reclaimerWake
+        word.pointee.wrappingAdd(1, ordering: .releasing)
+        OS.futexWakeOne(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self))
+    }
+
+    /// The reclaimer's loop: one step, then sleep until the next item is
+    /// due, a wake, or `Tuning.backgroundIdleSleepMs`.
+    static func run() -> Never {
+        let word = Globals.reclaimerWake
+        let raw = UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self)
+        while true {
+            let seen = word.pointee.load(ordering: .acquiring)
+            let next = step(now: OS.nowMs())
+            let sleep = next.map { max($0, Tuning.backgroundMinSleepMs) } ?? Tuning.backgroundIdleSleepMs
+            OS.futexWait(raw, expected: seen, timeoutMs: sleep)
+        }
+    }
+
+    /// One round: purges what the delay and the budget say, decays spans,
+    /// publishes statistics. Returns the milliseconds until the next item is
+    /// due, nil if nothing is pending.
+    static func step(now: UInt64) -> UInt64? {
+        let segments = SegmentManager.reclaim(now: now)
+        let spans = Large.reclaim(now: now)
+        Publisher.publishIfStale()
+        switch (segments, spans) {
+        case (nil, nil): return nil
+        case (let a?, nil): return a
+        case (nil, let b?): return b
+        case (let a?, let b?): return min(a, b)
+        }
+    }
+
+    /// In a fork child: the parent's reclaimer did not come along.
+    static func resetAfterFork() {
+        state.pointee.store(Options.background == .off ? unavailable : notStarted, ordering: .relaxed)
+        Globals.reclaimerWanted.pointee.store(false, ordering: .relaxed)
+        Globals.reclaimerWake.pointee.store(0, ordering: .relaxed)
+    }
+}
+
+@c(aethalloc_background_main)
+public func aethalloc_background_main() {
+    Reclaimer.run()
+}
