@@ -498,7 +498,7 @@ struct RealProgramReliabilityTests {
     }
 
     @Test(
-        "sqlite3: 100k-row database, same query results", .enabled(if: RLSQLite.available, "sqlite3 is not installed"),
+        "sqlite3: 100k-row database, same query results", .enabled(if: RLSQLite.available, "sqlite3 is not installed (Debian package sqlite3)"),
         arguments: BBVariant.all)
     func sqlite(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()

@@ -383,7 +383,7 @@ enum BBGit {
 @Suite("Real programs: same output with and without the preload")
 struct RealProgramTests {
     @Test(
-        "python3: allocation-heavy script", .enabled(if: BBPython.available, "python3 is not installed"),
+        "python3: allocation-heavy script", .enabled(if: BBPython.available, "python3 is not installed (Debian package python3)"),
         arguments: BBVariant.all)
     func pythonChurn(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
@@ -416,7 +416,7 @@ struct RealProgramTests {
     }
 
     @Test(
-        "python3 -c: JSON round trip", .enabled(if: BBPython.available, "python3 is not installed"),
+        "python3 -c: JSON round trip", .enabled(if: BBPython.available, "python3 is not installed (Debian package python3)"),
         arguments: BBVariant.all)
     func pythonJSON(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
@@ -431,7 +431,7 @@ struct RealProgramTests {
         bbExpectSameBehavior(preloaded, as: baseline, "python3 -c 'import json,sys; ...'")
     }
 
-    @Test("sort: 200k lines", .enabled(if: BBProcess.find("sort") != nil, "sort is not installed"), arguments: BBVariant.all)
+    @Test("sort: 200k lines", .enabled(if: BBProcess.find("sort") != nil, "sort is not installed (Debian package coreutils)"), arguments: BBVariant.all)
     func sortLines(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
         let input = try await BBInputs.sortInput()
@@ -456,7 +456,7 @@ struct RealProgramTests {
         #expect(got == expected, "sort's output is not the input in byte order")
     }
 
-    @Test("git: commit, log, gc, fsck, clone", .enabled(if: BBGit.available, "git is not installed"), arguments: BBVariant.all)
+    @Test("git: commit, log, gc, fsck, clone", .enabled(if: BBGit.available, "git is not installed (Debian package git)"), arguments: BBVariant.all)
     func git(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
         let baseline = try await BBOnce.shared.value("git-baseline") { try await BBGit.run(preload: nil) }
@@ -474,7 +474,7 @@ struct RealProgramTests {
         }
     }
 
-    @Test("cc: compile and link under the preload", .enabled(if: BBProcess.find("cc") != nil, "cc is not installed"), arguments: BBVariant.all)
+    @Test("cc: compile and link under the preload", .enabled(if: BBProcess.find("cc") != nil, "cc is not installed (Debian package gcc)"), arguments: BBVariant.all)
     func cCompiler(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
         let source = BBPaths.blackboxSources.appendingPathComponent("stress.c").path
@@ -503,7 +503,7 @@ struct RealProgramTests {
         #expect(preloadedOK, "the program linked under the preload fails under it\n\(runPreloaded.report)")
     }
 
-    @Test("c++: STL program compiled and run under the preload", .enabled(if: BBProcess.find("c++") != nil, "c++ is not installed"), arguments: BBVariant.all)
+    @Test("c++: STL program compiled and run under the preload", .enabled(if: BBProcess.find("c++") != nil, "c++ is not installed (Debian package g++)"), arguments: BBVariant.all)
     func cxxCompilerAndProgram(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
         let sourcePath = try await BBOnce.shared.value("cxx-source") {

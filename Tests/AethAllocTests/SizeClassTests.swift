@@ -23,7 +23,17 @@ import Testing
         #expect(info.pageSlices >= 1 && info.pageSlices <= 16)
         #expect(info.blocksPerPage == pageBytes / info.blockSize)
         #expect(info.blocksPerPage >= 1)
-        #expect((pageBytes - info.blocksPerPage * info.blockSize) * 16 <= pageBytes || info.pageSlices == 15)
+        // SizeClass.computedPageSlices: the fewest slices (up to 16) giving
+        // at least minBlocksPerPage blocks with at most 1/pageWasteDivisor of
+        // the page lost to rounding. Every class reaches both before 16
+        // slices, so both hold, and one slice fewer would miss one of them.
+        func fits(_ slices: Int) -> Bool {
+            let bytes = slices * Tuning.sliceBytes
+            let blocks = bytes / info.blockSize
+            return blocks >= Tuning.minBlocksPerPage && (bytes - blocks * info.blockSize) * Tuning.pageWasteDivisor <= bytes
+        }
+        #expect(fits(info.pageSlices), "\(info.pageSlices) slices of \(info.blockSize)-byte blocks waste too much")
+        #expect(info.pageSlices == 1 || !fits(info.pageSlices - 1), "\(info.pageSlices - 1) slices would do")
         #expect(info.magazineCapacity >= 1 && info.magazineCapacity <= Tuning.magazineSlots)
         #expect(info.depotLimit >= Tuning.depotMinMagazines)
     }

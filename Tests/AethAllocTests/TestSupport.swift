@@ -355,8 +355,12 @@ actor BBOnce {
 // MARK: - The black-box C programs
 
 enum BBBuild {
-    /// The C compiler: $CC or cc.
-    static var compiler: String { ProcessInfo.processInfo.environment["CC"].flatMap { $0.isEmpty ? nil : $0 } ?? "cc" }
+    /// The C compiler: $CC, else cc, else the clang that comes with the
+    /// Swift toolchain (a machine with only the toolchain has no cc).
+    static var compiler: String {
+        if let cc = ProcessInfo.processInfo.environment["CC"], !cc.isEmpty { return cc }
+        return BBProcess.find("cc") != nil ? "cc" : "clang"
+    }
 
     /// Compiles `Tests/blackbox/<name>.c` (once per test process) with
     /// `cc -O1 -g -pthread -Wall -rdynamic` and returns the executable's

@@ -104,8 +104,8 @@ enum RealLibrary {
             let src = dir + "/prog-\(getpid()).c", tmp = bin + ".\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: src) }
             try source.write(toFile: src, atomically: true, encoding: .utf8)
-            let r = try runChild(ChildSpec(argv: ["cc", "-O1", "-pthread", "-o", tmp, src], environment: ProcessInfo.processInfo.environment))
-            guard r.status.succeeded else { return .failure(ToolError("cc failed: \(String(decoding: r.stderr, as: UTF8.self))")) }
+            let r = try runChild(ChildSpec(argv: [cCompiler, "-O1", "-pthread", "-o", tmp, src], environment: ProcessInfo.processInfo.environment))
+            guard r.status.succeeded else { return .failure(ToolError("\(cCompiler) failed: \(String(decoding: r.stderr, as: UTF8.self))")) }
             guard rename(tmp, bin) == 0 else { return .failure(ToolError("cannot rename \(tmp)")) }
             return .success(bin)
         } catch {
@@ -203,6 +203,9 @@ func samples(_ text: String) -> [String: Double] {
     return out
 }
 
+let haveCurl = (try? runChild(ChildSpec(argv: ["curl", "--version"], environment: ProcessInfo.processInfo.environment)))?
+    .status.succeeded == true
+
 let havePromtool = FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool")
     || (try? runChild(ChildSpec(argv: ["promtool", "--version"], environment: ProcessInfo.processInfo.environment)))?.status.succeeded == true
 
@@ -241,7 +244,8 @@ let havePromtool = FileManager.default.isExecutableFile(atPath: "/usr/bin/promto
         #expect(!FileManager.default.fileExists(atPath: p.statsFile(dir)))
     }
 
-    @Test func exporterServesRealProcesses() throws {
+    @Test(.enabled(if: haveCurl, "curl is not installed (Debian package curl)"))
+    func exporterServesRealProcesses() throws {
         let dir = try tempDir("real-metrics")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let a = try TracedProgram("alloc", statsDir: dir, count: 100_000)
@@ -288,7 +292,9 @@ let havePromtool = FileManager.default.isExecutableFile(atPath: "/usr/bin/promto
         #expect(samples(try curl(url))["aethalloc_processes"] == 0)
     }
 
-    @Test(.enabled(if: havePromtool, "promtool not installed (Debian package prometheus)"))
+    @Test(
+        .enabled(if: havePromtool, "promtool not installed (Debian package prometheus)"),
+        .enabled(if: haveCurl, "curl is not installed (Debian package curl)"))
     func promtoolAcceptsTheExposition() throws {
         let dir = try tempDir("real-promtool")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -344,7 +350,8 @@ let havePromtool = FileManager.default.isExecutableFile(atPath: "/usr/bin/promto
 
     /// 50 scrapes as fast as curl goes, and many more direct reads, while two
     /// threads hammer malloc: counters only grow, frees never pass allocs.
-    @Test func scrapesDuringHeavyAllocationAreConsistent() throws {
+    @Test(.enabled(if: haveCurl, "curl is not installed (Debian package curl)"))
+    func scrapesDuringHeavyAllocationAreConsistent() throws {
         let dir = try tempDir("real-hammer")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let p = try TracedProgram("hammer", statsDir: dir)

@@ -192,9 +192,11 @@ __attribute__((unused)) static size_t bb_rand_size(uint64_t *rs, size_t mid, siz
 
 /* Allocates, fills, verifies and frees `ops` blocks (malloc, calloc, realloc)
  * with up to `slots` (<= 64) alive at a time, verifying every block before it
- * is freed or reallocated. */
-__attribute__((unused)) static void bb_churn(uint64_t *rs, int ops, const char *who, int slots, size_t mid,
+ * is freed or reallocated. Returns how many blocks it verified: `ops` when
+ * every allocation was made and checked. */
+__attribute__((unused)) static long bb_churn(uint64_t *rs, int ops, const char *who, int slots, size_t mid,
                                              size_t large) {
+    long verified = 0;
     void *live[64] = {0};
     size_t n[64] = {0};
     if (slots > 64) slots = 64;
@@ -203,6 +205,7 @@ __attribute__((unused)) static void bb_churn(uint64_t *rs, int ops, const char *
         if (live[k]) {
             size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
             BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
+            verified++;
             if (bb_rand(rs) % 4 == 0) {
                 size_t nn = bb_rand_size(rs, mid, large);
                 unsigned char *q = realloc(live[k], nn);
@@ -223,8 +226,10 @@ __attribute__((unused)) static void bb_churn(uint64_t *rs, int ops, const char *
         if (!live[k]) continue;
         size_t bad = bb_check(live[k], n[k], (uintptr_t)live[k]);
         BB_CHECK(bad == (size_t)-1, "%s: block of %zu bytes corrupted at %zu", who, n[k], bad);
+        verified++;
         free(live[k]);
     }
+    return verified;
 }
 
 /* Puts a fresh patterned block of bb_rand_size(rs, mid, large) bytes into a
