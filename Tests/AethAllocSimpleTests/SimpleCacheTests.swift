@@ -246,6 +246,9 @@ import Testing
         runJoinedThreads(producers + consumers) { i in
             if i < producers {
                 for k in 0..<perProducer {
+                    // Stay close to the consumers, so their frees reach the
+                    // pool while the producers still refill.
+                    while queue.withLock({ $0.count }) > 1024 { sched_yield() }
                     let size = sizes[k % sizes.count]
                     guard let p = Allocator.allocate(UInt(size)) else {
                         failures.add(1)
@@ -260,13 +263,15 @@ import Testing
                 }
                 done.add(1)
             } else {
-                while true {
-                    let item = queue.withLock { $0.popLast() }
-                    guard let (a, cookie, size) = item else {
-                        if done.value == producers && queue.withLock({ $0.isEmpty }) { break }
-                        sched_yield()
-                        continue
-                    }
+                // Each consumer keeps its last `window` blocks live a while
+                // before freeing them, so a block handed out again too early
+                // meets its first owner's cookie.
+                let window = 1024
+                var held: [(UInt, UInt64, Int)] = []
+                held.reserveCapacity(window)
+                var next = 0
+                func release(_ item: (UInt, UInt64, Int)) {
+                    let (a, cookie, size) = item
                     let p = UnsafeMutableRawPointer(bitPattern: a)!
                     if p.load(as: UInt64.self) != cookie || p.load(fromByteOffset: size - 8, as: UInt64.self) != cookie {
                         failures.add(1)
@@ -274,6 +279,21 @@ import Testing
                     if live.withLock({ $0.remove(a) }) == nil { failures.add(1) }
                     Allocator.deallocate(p)
                 }
+                while true {
+                    guard let item = queue.withLock({ $0.popLast() }) else {
+                        if done.value == producers && queue.withLock({ $0.isEmpty }) { break }
+                        sched_yield()
+                        continue
+                    }
+                    if held.count < window {
+                        held.append(item)
+                    } else {
+                        release(held[next])
+                        held[next] = item
+                        next = (next + 1) % window
+                    }
+                }
+                for item in held { release(item) }
             }
         }
         #expect(failures.value == 0)
