@@ -12,7 +12,11 @@
 //
 // Each variant target is compiled in Embedded mode into its own `lib<name>.so`
 // that links only libc. `variants/hosted` compiles the same core in normal
-// Swift for the white-box tests.
+// Swift for the white-box tests. The hosted builds of the simple policy and
+// of the hardened seams (`variants/hosted-simple`, `variants/hosted-hardened`)
+// are packages of their own, Tests/packages/hosted-*: all test targets of a
+// package link into one test binary, where two hosted cores would define the
+// same C symbols and share the one C shim's storage.
 import PackageDescription
 
 /// Settings shared by every Embedded variant target.

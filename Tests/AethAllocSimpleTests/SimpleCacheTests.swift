@@ -1,0 +1,347 @@
+// White-box tests of the simple caching policy (SimpleCache.swift): the
+// per-thread hot list and spare batch, the anti-hoarding move to the global
+// pool, refills, flushAll/drainAll, the pool's batch descriptors and its
+// limit, many threads passing blocks, malloc_trim, and a failed descriptor
+// allocation. One serialized suite: the pools and pages are process-wide,
+// and the tests count what they hold.
+import CAethAlloc
+import Foundation
+import Synchronization
+import Testing
+@testable import AethAllocHostedSimple
+
+@Suite(.serialized) struct SimpleCacheTests {
+    /// The 1 KiB class: batches of 128 blocks, a pool of 16 batches.
+    let c = SizeClass.computedIndex(of: 1024)
+    var batch: Int { Globals.classInfo(c).pointee.simpleBatch }
+
+    init() {
+        Runtime.ensureInitialized()
+        GlobalPool.drainAll(c)
+    }
+
+    /// A cache that belongs to no thread, so only the test moves its lists.
+    func withPrivateCache(_ body: (UnsafeMutableRawPointer) throws -> Void) throws {
+        let tc = try #require(ThreadCacheRegistry.obtain())
+        defer {
+            SimpleCache.flushAll(tc)
+            ThreadCacheRegistry.recycle(tc)
+        }
+        try body(tc)
+    }
+
+    /// Pushes blocks from the pages until the hot list refuses one.
+    func fillHot(_ hot: UnsafeMutablePointer<CacheEntry>) -> Int {
+        var pushed = 0
+        for b in blocksFromPages(c, Int(hot.pointee.capacity - hot.pointee.count)) {
+            #expect(SimpleCache.push(hot, b), "the hot list refused a block below its capacity")
+            pushed += 1
+        }
+        return pushed
+    }
+
+    @Test func hotListIsLifoAndStartsEmpty() throws {
+        try withPrivateCache { tc in
+            let hot = ThreadCache.hot(tc, c)
+            #expect(SimpleCache.pop(hot) == nil)
+            // The fast path never pushes onto an empty list (its tail is unknown).
+            let probe = blocksFromPages(c, 1)[0]
+            #expect(!SimpleCache.push(hot, probe))
+            ThreadCache.deallocateDirect(probe, c)
+            // With an empty pool, a refill takes half a batch from the pages.
+            let first = try #require(SimpleCache.refill(tc, c))
+            let want = max(1, min(batch / 2, 256))
+            #expect(Int(hot.pointee.count) == want - 1)
+            #expect(Int(hot.pointee.capacity) == batch)
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            let chain = walk(hot.pointee.items, limit: batch + 1)
+            #expect(chain.count == want - 1)
+            #expect(chain.last == lists.pointee.tail)
+            #expect(Set((chain + [first]).map { UInt(bitPattern: $0) }).count == want)
+            // Last in, first out.
+            #expect(SimpleCache.push(hot, first))
+            #expect(SimpleCache.pop(hot) == first)
+            #expect(Int(hot.pointee.count) == want - 1)
+            #expect(pageIsValid(first, sizeClass: c))
+            ThreadCache.deallocateDirect(first, c)
+        }
+    }
+
+    @Test func atTheThresholdTheSpareBatchMovesToThePool() throws {
+        try withPrivateCache { tc in
+            let hot = ThreadCache.hot(tc, c)
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            let first = try #require(SimpleCache.refill(tc, c))
+            ThreadCache.deallocateDirect(first, c)
+            _ = fillHot(hot)
+            #expect(Int(hot.pointee.count) == batch)
+            let firstHead = try #require(hot.pointee.items)
+            let firstTail = try #require(lists.pointee.tail)
+            // Full hot list, no spare: the hot list becomes the spare.
+            let pool0 = poolCount(c)
+            let p1 = blocksFromPages(c, 1)[0]
+            SimpleCache.flush(tc, c, p1)
+            #expect(poolCount(c) == pool0)
+            #expect(lists.pointee.spareHead == firstHead)
+            #expect(lists.pointee.spareTail == firstTail)
+            #expect(hot.pointee.items == p1 && hot.pointee.count == 1 && lists.pointee.tail == p1)
+            // Threshold (full hot list and a spare): the spare goes to the pool whole.
+            _ = fillHot(hot)
+            let secondHead = try #require(hot.pointee.items)
+            let p2 = blocksFromPages(c, 1)[0]
+            SimpleCache.flush(tc, c, p2)
+            #expect(poolCount(c) == pool0 + 1)
+            let d = try #require(poolTop(c))
+            #expect(d.pointee.head == firstHead)
+            #expect(d.pointee.tail == firstTail)
+            #expect(d.pointee.count == batch)
+            let pooled = walk(d.pointee.head, limit: batch + 1)
+            #expect(pooled.count == batch)
+            #expect(pooled.last == firstTail)
+            #expect(lists.pointee.spareHead == secondHead)
+            #expect(hot.pointee.count == 1)
+        }
+        GlobalPool.drainAll(c)
+    }
+
+    @Test func refillTakesTheSpareThenThePoolThenThePages() throws {
+        try withPrivateCache { tc in
+            let hot = ThreadCache.hot(tc, c)
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            var out: [UnsafeMutableRawPointer] = []
+            out.append(try #require(SimpleCache.refill(tc, c)))
+            _ = fillHot(hot)
+            SimpleCache.flush(tc, c, blocksFromPages(c, 1)[0])
+            let spare = try #require(lists.pointee.spareHead)
+            while let b = SimpleCache.pop(hot) { out.append(b) }
+            // 1. The spare.
+            let pool0 = poolCount(c)
+            #expect(try #require(SimpleCache.refill(tc, c)) == spare)
+            #expect(Int(hot.pointee.count) == batch - 1)
+            #expect(lists.pointee.spareHead == nil && lists.pointee.spareTail == nil)
+            #expect(poolCount(c) == pool0)
+            out.append(spare)
+            while let b = SimpleCache.pop(hot) { out.append(b) }
+            // 2. A batch from the pool.
+            let pooled = blocksFromPages(c, batch)
+            let (head, tail) = linkBatch(pooled)
+            GlobalPool.push(c, head: head, tail: tail, count: batch)
+            #expect(poolCount(c) == pool0 + 1)
+            #expect(try #require(SimpleCache.refill(tc, c)) == head)
+            #expect(poolCount(c) == pool0)
+            #expect(Int(hot.pointee.count) == batch - 1)
+            #expect(lists.pointee.tail == tail)
+            out.append(head)
+            while let b = SimpleCache.pop(hot) { out.append(b) }
+            // 3. The pages.
+            let usedBefore = usedBlocks(of: out, sizeClass: c)
+            out.append(try #require(SimpleCache.refill(tc, c)))
+            #expect(Int(hot.pointee.count) == max(1, min(batch / 2, 256)) - 1)
+            #expect(usedBlocks(of: out, sizeClass: c) >= usedBefore)
+            #expect(Set(out.map { UInt(bitPattern: $0) }).count == out.count, "a block was handed out twice")
+            for b in out { ThreadCache.deallocateDirect(b, c) }
+            #expect(out.allSatisfy { pageIsValid($0, sizeClass: c) })
+        }
+    }
+
+    @Test func flushAllPoolsWholeBatchesAndDrainsTheRest() throws {
+        var held: [UnsafeMutableRawPointer] = []
+        try withPrivateCache { tc in
+            let hot = ThreadCache.hot(tc, c)
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            // A full hot list and a spare: two whole batches for the pool.
+            ThreadCache.deallocateDirect(try #require(SimpleCache.refill(tc, c)), c)
+            _ = fillHot(hot)
+            SimpleCache.flush(tc, c, blocksFromPages(c, 1)[0])
+            _ = fillHot(hot)
+            let pool0 = poolCount(c)
+            SimpleCache.flushAll(tc)
+            #expect(poolCount(c) == pool0 + 2)
+            #expect(hot.pointee.items == nil && hot.pointee.count == 0 && hot.pointee.capacity == 0)
+            #expect(lists.pointee.tail == nil && lists.pointee.spareHead == nil && lists.pointee.spareTail == nil)
+            // A partial hot list (refilled from the pages: the pool is
+            // emptied first) goes back to its pages, not to the pool.
+            GlobalPool.drainAll(c)
+            held = [try #require(SimpleCache.refill(tc, c))]
+            let partial = walk(hot.pointee.items, limit: batch)
+            #expect(partial.count == max(1, min(batch / 2, 256)) - 1)
+            let usedBefore = usedBlocks(of: partial, sizeClass: c)
+            SimpleCache.flushAll(tc)
+            #expect(poolCount(c) == 0)
+            #expect(usedBefore - usedBlocks(of: partial, sizeClass: c) == partial.count)
+            #expect(partial.allSatisfy { pageIsValid($0, sizeClass: c) })
+        }
+        for b in held { ThreadCache.deallocateDirect(b, c) }
+        GlobalPool.drainAll(c)
+    }
+
+    @Test func drainAllReturnsEveryBatchAndDescriptorsAreRecycled() throws {
+        let pool0 = poolCount(c)
+        #expect(pool0 == 0)
+        var batches: [[UnsafeMutableRawPointer]] = []
+        for _ in 0..<3 {
+            let blocks = blocksFromPages(c, batch)
+            let (head, tail) = linkBatch(blocks)
+            GlobalPool.push(c, head: head, tail: tail, count: batch)
+            batches.append(blocks)
+        }
+        #expect(poolCount(c) == 3)
+        // A popped batch's descriptor goes to the free descriptors, and the
+        // next push takes it from there: no new metadata is carved.
+        let top = try #require(poolTop(c))
+        let empty0 = Globals.emptyBatches.pointee.approximateCount()
+        let (head, tail, count) = try #require(GlobalPool.pop(c))
+        #expect(head == batches[2].first && tail == batches[2].last && count == batch)
+        #expect(Globals.emptyBatches.pointee.approximateCount() == empty0 + 1)
+        Lock.acquire(MetadataArena.lockWord)
+        let cursor = Globals.arena.pointee.cursor
+        Lock.release(MetadataArena.lockWord)
+        GlobalPool.push(c, head: head, tail: tail, count: count)
+        #expect(poolTop(c) == top)
+        #expect(Globals.emptyBatches.pointee.approximateCount() == empty0)
+        Lock.acquire(MetadataArena.lockWord)
+        #expect(Globals.arena.pointee.cursor == cursor)
+        Lock.release(MetadataArena.lockWord)
+        // drainAll: every batch back to its pages.
+        let all = batches.flatMap { $0 }
+        let usedBefore = usedBlocks(of: all, sizeClass: c)
+        GlobalPool.drainAll(c)
+        #expect(poolCount(c) == 0)
+        #expect(GlobalPool.pop(c) == nil)
+        #expect(usedBefore - usedBlocks(of: all, sizeClass: c) == all.count)
+        #expect(all.allSatisfy { pageIsValid($0, sizeClass: c) })
+    }
+
+    @Test func thePoolKeepsAtMostItsLimit() throws {
+        let limit = Globals.classInfo(c).pointee.simplePoolLimit
+        var all: [UnsafeMutableRawPointer] = []
+        for _ in 0..<(limit + 3) { all += blocksFromPages(c, batch) }
+        let usedBefore = usedBlocks(of: all, sizeClass: c)
+        for k in 0..<(limit + 3) {
+            let (head, tail) = linkBatch(Array(all[(k * batch)..<((k + 1) * batch)]))
+            GlobalPool.push(c, head: head, tail: tail, count: batch)
+        }
+        #expect(poolCount(c) == limit)
+        // The three batches past the limit went back to their pages.
+        #expect(usedBefore - usedBlocks(of: all, sizeClass: c) == 3 * batch)
+        #expect(all.allSatisfy { pageIsValid($0, sizeClass: c) })
+        GlobalPool.drainAll(c)
+        #expect(usedBlocks(of: all, sizeClass: c) == usedBefore - all.count)
+    }
+
+    /// Producers allocate, consumers free what the producers allocated, so
+    /// the consumers' caches overflow into the pool and the producers refill
+    /// from it. Each block carries a cookie from allocation to free; a block
+    /// handed out twice would be caught by the live set or its cookie.
+    @Test func manyThreadsPassBlocksThroughThePool() throws {
+        let producers = 4
+        let consumers = 4
+        let perProducer = 20_000
+        let sizes = [24, 200, 1000]
+        let live = LockedBox(Set<UInt>())
+        let queue = LockedBox([(UInt, UInt64, Int)]())
+        let done = Counter()
+        let failures = Counter()
+        let transfers0 = MetricsSnapshot.totals().depotTransfers
+        runJoinedThreads(producers + consumers) { i in
+            if i < producers {
+                for k in 0..<perProducer {
+                    // Stay close to the consumers, so their frees reach the
+                    // pool while the producers still refill.
+                    while queue.withLock({ $0.count }) > 1024 { sched_yield() }
+                    let size = sizes[k % sizes.count]
+                    guard let p = Allocator.allocate(UInt(size)) else {
+                        failures.add(1)
+                        continue
+                    }
+                    let a = UInt(bitPattern: p)
+                    if !live.withLock({ $0.insert(a).inserted }) { failures.add(1) }
+                    let cookie = UInt64(i) << 32 | UInt64(k)
+                    p.storeBytes(of: cookie, as: UInt64.self)
+                    p.storeBytes(of: cookie, toByteOffset: size - 8, as: UInt64.self)
+                    queue.withLock { $0.append((a, cookie, size)) }
+                }
+                done.add(1)
+            } else {
+                // Each consumer keeps its last `window` blocks live a while
+                // before freeing them, so a block handed out again too early
+                // meets its first owner's cookie.
+                let window = 1024
+                var held: [(UInt, UInt64, Int)] = []
+                held.reserveCapacity(window)
+                var next = 0
+                func release(_ item: (UInt, UInt64, Int)) {
+                    let (a, cookie, size) = item
+                    let p = UnsafeMutableRawPointer(bitPattern: a)!
+                    if p.load(as: UInt64.self) != cookie || p.load(fromByteOffset: size - 8, as: UInt64.self) != cookie {
+                        failures.add(1)
+                    }
+                    if live.withLock({ $0.remove(a) }) == nil { failures.add(1) }
+                    Allocator.deallocate(p)
+                }
+                while true {
+                    guard let item = queue.withLock({ $0.popLast() }) else {
+                        if done.value == producers && queue.withLock({ $0.isEmpty }) { break }
+                        sched_yield()
+                        continue
+                    }
+                    if held.count < window {
+                        held.append(item)
+                    } else {
+                        release(held[next])
+                        held[next] = item
+                        next = (next + 1) % window
+                    }
+                }
+                for item in held { release(item) }
+            }
+        }
+        #expect(failures.value == 0)
+        #expect(live.withLock { $0.isEmpty })
+        #expect(MetricsSnapshot.totals().depotTransfers > transfers0, "no batch went through a pool")
+    }
+
+    /// Batches on the pool are descriptors in the metadata arena, so the
+    /// blocks can go back to their pages and their segments to the OS.
+    @Test func mallocTrimUnmapsEmptySegments() throws {
+        let size = 8192
+        let count = 3 * Tuning.segmentBytes / size
+        var blocks: [UnsafeMutableRawPointer] = []
+        for _ in 0..<count { blocks.append(try #require(Allocator.allocate(UInt(size)))) }
+        let segments = Set(blocks.map { UInt(bitPattern: Segment.base(of: $0)) })
+        #expect(segments.count >= 3)
+        for b in blocks { Allocator.deallocate(b) }
+        // Freed from one thread: the cache holds a batch or two, the pool the rest.
+        #expect(poolCount(SizeClass.computedIndex(of: size)) > 0)
+        _ = Allocator.trim()
+        #expect(poolCount(SizeClass.computedIndex(of: size)) == 0)
+        let unmapped = segments.filter { Segment.owner(of: UnsafeMutableRawPointer(bitPattern: $0)!) == nil }
+        // Every segment but possibly the first (which may hold older pages) is gone.
+        #expect(unmapped.count >= segments.count - 1)
+    }
+
+    /// With no free descriptor and the arena at the end of its chunk, a push
+    /// needs a new mapping; when the OS refuses it, the batch goes back to
+    /// its pages: nothing is lost, the pages stay consistent.
+    @Test func aRefusedDescriptorSendsTheBatchToThePages() throws {
+        var held: [UnsafeMutableRawPointer] = []
+        while let d = Globals.emptyBatches.pointee.pop() { held.append(d) }
+        defer { for d in held { PoolBatch.recycle(d.assumingMemoryBound(to: PoolBatch.self)) } }
+        Lock.acquire(MetadataArena.lockWord)
+        let left = Int(Globals.arena.pointee.end - Globals.arena.pointee.cursor) & ~63
+        Lock.release(MetadataArena.lockWord)
+        if left > 0 { _ = try #require(MetadataArena.allocate(bytes: left)) }
+        let blocks = blocksFromPages(c, batch)
+        let (head, tail) = linkBatch(blocks)
+        let usedBefore = usedBlocks(of: blocks, sizeClass: c)
+        let pool0 = poolCount(c)
+        FaultPlan.set(.mmap, every: 1)
+        GlobalPool.push(c, head: head, tail: tail, count: batch)
+        let injected = FaultPlan.injected(.mmap)
+        FaultPlan.reset()
+        #expect(injected >= 1, "the push did not need a new mapping")
+        #expect(poolCount(c) == pool0)
+        #expect(usedBefore - usedBlocks(of: blocks, sizeClass: c) == batch)
+        #expect(blocks.allSatisfy { pageIsValid($0, sizeClass: c) })
+    }
+}
