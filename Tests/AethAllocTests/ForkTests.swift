@@ -39,7 +39,7 @@ func forkChild(_ body: () -> Int32) -> ChildEnd {
     return .timedOut
 }
 
-@Suite struct ForkTests {
+@Suite(.exclusiveCoreState) struct ForkTests {
     init() { Runtime.ensureInitialized() }
 
     @Test func prepareTakesEveryLockAndParentReleasesThem() {

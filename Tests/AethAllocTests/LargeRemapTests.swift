@@ -28,7 +28,7 @@ func stamped(_ p: UnsafeMutableRawPointer, bytes: Int, seed: UInt64) -> Bool {
     return true
 }
 
-@Suite struct LargeRemapTests {
+@Suite(.exclusiveCoreState) struct LargeRemapTests {
     init() { Runtime.ensureInitialized() }
 
     @Test func growsInPlaceWhenTheNextPagesAreFree() throws {

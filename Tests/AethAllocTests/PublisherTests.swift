@@ -26,7 +26,7 @@ func readStatsFile(_ path: String) throws -> aethalloc_stats_file {
     throw CancellationError()
 }
 
-@Suite struct PublisherTests {
+@Suite(.exclusiveCoreState) struct PublisherTests {
     init() { Runtime.ensureInitialized() }
 
     @Test func theStatisticsFileFollowsTheCountersAndGoesAway() throws {
