@@ -165,16 +165,14 @@ enum HeapReport {
         small.appendBytes(f.pooledBytes)
         small.append("\n")
         small.write()
-        for c in 0..<SizeClass.count {
-            let out = Central.outBlocks(c)
-            if out == 0 { continue }
+        forEachClassInUse { c, out, pooled in
             var line = LineBuffer.summary()
             line.append("     class ")
             line.appendDecimal(UInt(Globals.classInfo(c).pointee.blockSize))
             line.append(" B: ")
             line.appendDecimal(UInt(out))
             line.append(" blocks out, ")
-            line.appendDecimal(UInt(min(out, Variant.Cache.globalBlocks(c))))
+            line.appendDecimal(UInt(pooled))
             line.append(" pooled\n")
             line.write()
         }
@@ -195,6 +193,15 @@ enum HeapReport {
         rest.write()
     }
 
+    /// Each class with blocks out of its pages: the class, those blocks, and
+    /// how many of them wait in the depot or pool.
+    private static func forEachClassInUse(_ body: (Int, Int, Int) -> Void) {
+        for c in 0..<SizeClass.count {
+            let out = Central.outBlocks(c)
+            if out > 0 { body(c, out, min(out, Variant.Cache.globalBlocks(c))) }
+        }
+    }
+
     /// malloc_info(3): the figures as XML, written to `fd`.
     static func writeInfo(to fd: Int32) -> Bool {
         let f = HeapFigures.take()
@@ -205,9 +212,7 @@ enum HeapReport {
         l.append(Variant.name)
         l.append("\">\n<sizes>\n")
         emit(&l)
-        for c in 0..<SizeClass.count {
-            let out = Central.outBlocks(c)
-            if out == 0 { continue }
+        forEachClassInUse { c, out, pooled in
             var s = LineBuffer()
             s.append("  <size from=\"")
             s.appendDecimal(UInt(c == 0 ? 1 : Globals.classInfo(c - 1).pointee.blockSize + 1))
@@ -216,7 +221,7 @@ enum HeapReport {
             s.append("\" out=\"")
             s.appendDecimal(UInt(out))
             s.append("\" pooled=\"")
-            s.appendDecimal(UInt(min(out, Variant.Cache.globalBlocks(c))))
+            s.appendDecimal(UInt(pooled))
             s.append("\"/>\n")
             emit(&s)
         }

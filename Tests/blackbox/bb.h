@@ -143,6 +143,21 @@ static inline uint64_t bb_rand(uint64_t *s) {
 }
 
 /* Resident set size in bytes, from /proc/self/statm (no malloc). */
+/* The number after "key" (e.g. "VmSize:") in a /proc file such as
+ * /proc/self/status or /proc/self/smaps_rollup, in the file's unit (kB). */
+__attribute__((unused)) static size_t bb_proc_field(const char *path, const char *key) {
+    char buf[4096];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    BB_CHECK(fd >= 0, "cannot open %s", path);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    BB_CHECK(n > 0, "cannot read %s", path);
+    buf[n] = 0;
+    char *s = strstr(buf, key);
+    BB_CHECK(s != NULL, "no %s in %s", key, path);
+    return strtoul(s + strlen(key), NULL, 10);
+}
+
 __attribute__((unused)) static size_t bb_rss_bytes(void) {
     char buf[128];
     size_t rss_pages = 0;

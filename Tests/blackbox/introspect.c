@@ -35,18 +35,7 @@
 #define KiB ((size_t)1024)
 #define MiB (1024 * KiB)
 
-static size_t rss_rollup(void) {
-    char buf[4096];
-    int fd = open("/proc/self/smaps_rollup", O_RDONLY | O_CLOEXEC);
-    BB_CHECK(fd >= 0, "cannot open /proc/self/smaps_rollup");
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    BB_CHECK(n > 0, "cannot read /proc/self/smaps_rollup");
-    buf[n] = 0;
-    const char *r = strstr(buf, "\nRss:");
-    BB_CHECK(r != NULL, "no Rss line in smaps_rollup");
-    return strtoul(r + 5, NULL, 10) * KiB;
-}
+static size_t rss_rollup(void) { return bb_proc_field("/proc/self/smaps_rollup", "\nRss:") * KiB; }
 
 enum { SMALL = 200000, MEDIUM = 100, LARGE = 6 };
 static void *small[SMALL], *medium[MEDIUM], *large[LARGE];

@@ -50,18 +50,7 @@ static size_t headroom;
 static const char *phase = "start";
 static int strict; /* AethAlloc: a freed block's memory serves the same size again, always */
 
-static size_t vm_size_kib(void) {
-    char buf[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    BB_CHECK(fd >= 0, "cannot open /proc/self/status");
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    BB_CHECK(n > 0, "cannot read /proc/self/status");
-    buf[n] = 0;
-    char *s = strstr(buf, "VmSize:");
-    BB_CHECK(s != NULL, "no VmSize in /proc/self/status");
-    return strtoul(s + 7, NULL, 10);
-}
+static size_t vm_size_kib(void) { return bb_proc_field("/proc/self/status", "VmSize:"); }
 
 static void tag(void *p, size_t n, size_t i) {
     unsigned char *c = p;

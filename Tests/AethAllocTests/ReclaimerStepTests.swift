@@ -1,0 +1,89 @@
+// The background reclaimer's step (Reclaim.swift), on the test clock: what
+// it purges and unmaps, and when it asks to be woken next. The hosted build
+// never starts the thread (AETHALLOC_BACKGROUND defaults to 0 there); these
+// tests call the step the thread would run.
+import Foundation
+import Synchronization
+import Testing
+@testable import AethAllocHosted
+
+@Suite("Background reclaimer step on the test clock", .serialized, .exclusiveCoreState)
+struct ReclaimerStepTests {
+    init() { Runtime.ensureInitialized() }
+
+    @Test func purgesFreedSlicesOnceTheDelayHasPassedAndSaysWhenNext() throws {
+        let state = Globals.process
+        let (savedDelay, savedPercent) = (state.pointee.purgeDelayMs, state.pointee.dirtyPercent)
+        // A budget that never purges what this test frees: only the delay may.
+        state.pointee.purgeDelayMs = 1000
+        state.pointee.dirtyPercent = 1000
+        let t0 = OS.nowMs()
+        TestClock.set(t0)
+        defer {
+            TestClock.set(nil)
+            state.pointee.purgeDelayMs = savedDelay
+            state.pointee.dirtyPercent = savedPercent
+        }
+        _ = Allocator.trim()
+        try #require(PurgeDelayTests.dirtyBytes() == 0, "malloc_trim left dirty slices")
+        #expect(Reclaimer.step(now: t0) == nil, "nothing pending, yet the step asks to be woken")
+
+        // Freed 1 MiB blocks next to kept ones (no segment wholly free).
+        var kept: [RawPointer] = []
+        var dropped: [RawPointer] = []
+        for _ in 0..<6 {
+            for list in [1, 0] {
+                let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
+                memset(p, 0x3A, Tuning.mediumMaxBytes)
+                if list == 0 { kept.append(p) } else { dropped.append(p) }
+            }
+        }
+        defer {
+            kept.forEach { Allocator.deallocate($0) }
+            _ = Allocator.trim()
+        }
+        TestClock.set(t0 + 10)
+        dropped.forEach { Allocator.deallocate($0) }
+        let droppedBytes = dropped.count * Tuning.mediumMaxBytes
+        #expect(PurgeDelayTests.dirtyBytes() == droppedBytes)
+
+        // Before the delay: nothing purged; woken again when it is due.
+        let wait = Reclaimer.step(now: t0 + 400)
+        #expect(PurgeDelayTests.dirtyBytes() == droppedBytes, "purged before the delay")
+        #expect(wait == 610, "next wake in \(String(describing: wait)) ms, the slices are due in 610")
+
+        // At the delay: all purged, nothing pending.
+        let after = Reclaimer.step(now: t0 + 1010)
+        #expect(PurgeDelayTests.dirtyBytes() == 0, "not purged once due")
+        #expect(after == nil, "nothing is pending, yet the step asks to be woken in \(String(describing: after)) ms")
+    }
+
+    @Test func unmapsCachedSpansOnceIdleForTheDecay() throws {
+        let t0 = OS.nowMs()
+        TestClock.set(t0)
+        defer { TestClock.set(nil) }
+        _ = Large.releaseCached()
+        let p = try #require(Allocator.allocate(8 << 20))
+        memset(p, 1, 8 << 20)
+        Allocator.deallocate(p)
+        try #require(Large.cachedFigures().count == 1, "the span was not cached")
+        let wait = Large.reclaim(now: t0 + 300)
+        #expect(Large.cachedFigures().count == 1, "unmapped before the decay")
+        #expect(wait == Tuning.largeCacheDecayMs - 300, "next wake in \(String(describing: wait)) ms")
+        #expect(Large.reclaim(now: t0 + Tuning.largeCacheDecayMs) == nil)
+        #expect(Large.cachedFigures().count == 0, "still cached after the decay")
+    }
+
+    @Test func theInlinePolicyDefersToARunningReclaimerBelowTheCeiling() {
+        let saved = Reclaimer.state.pointee.load(ordering: .relaxed)
+        defer { Reclaimer.state.pointee.store(saved, ordering: .relaxed) }
+        Reclaimer.state.pointee.store(Reclaimer.notStarted, ordering: .relaxed)
+        #expect(Reclaimer.purgesInline(dirty: 150, budget: 100), "no reclaimer: over the budget purges inline")
+        #expect(!Reclaimer.purgesInline(dirty: 100, budget: 100))
+        #expect(Reclaimer.checksDelaysInline)
+        Reclaimer.state.pointee.store(Reclaimer.running, ordering: .relaxed)
+        #expect(!Reclaimer.purgesInline(dirty: 150, budget: 100), "with the reclaimer: woken, not inline")
+        #expect(Reclaimer.purgesInline(dirty: 201, budget: 100), "past the hard ceiling: inline")
+        #expect(!Reclaimer.checksDelaysInline)
+    }
+}
