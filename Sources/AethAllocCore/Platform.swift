@@ -154,6 +154,8 @@ enum OS {
     static func registerForkHandlers() { aeth_register_atfork() }
     /// Starts the background reclaimer thread (`aethalloc_background_main`);
     /// false if the OS refused (RLIMIT_NPROC, a seccomp filter on clone).
+    /// Whether RLIMIT_AS (ulimit -v) is finite.
+    static var addressSpaceLimited: Bool { aeth_address_space_limited() != 0 }
     static func startBackgroundThread() -> Bool {
         if FaultPlan.fails(.thread) { return false }
         return aeth_background_thread_start() == 0

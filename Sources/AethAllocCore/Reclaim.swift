@@ -27,7 +27,9 @@
 //                  time more than `Tuning.backgroundStartBytes` of freed
 //                  memory waits for the delay or the decay (so a program that
 //                  stays small never has it; AETHALLOC_BACKGROUND=1 starts it
-//                  at the first byte). It sleeps on a futex while nothing is
+//                  at the first byte). Not under an address-space limit
+//                  (RLIMIT_AS): there the thread's stack would come out of
+//                  what the program may map. It sleeps on a futex while nothing is
 //                  pending, and otherwise wakes when the oldest pending item
 //                  is due: memory goes back while the program is idle.
 //                  Allocating threads then only mark work: the budget is
@@ -110,7 +112,10 @@ enum Reclaimer {
 
     @inline(never)
     static func start() {
-        if Options.background == .off {
+        // Under an address-space limit the thread's stack and TLS would come
+        // out of what the program may map, and purging gives no address
+        // space back: the inline policy is used there.
+        if Options.background == .off || OS.addressSpaceLimited {
             state.pointee.store(unavailable, ordering: .relaxed)
             return
         }

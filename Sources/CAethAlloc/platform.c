@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 
 extern char **environ;
 
@@ -47,6 +48,11 @@ int aeth_background_thread_start(void) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     return e;
+}
+
+int aeth_address_space_limited(void) {
+    struct rlimit r;
+    return getrlimit(RLIMIT_AS, &r) == 0 && r.rlim_cur != RLIM_INFINITY;
 }
 
 void aeth_futex_wait_ms(uint32_t *addr, uint32_t expected, uint64_t ms) {

@@ -33,20 +33,29 @@ func stamped(_ p: UnsafeMutableRawPointer, bytes: Int, seed: UInt64) -> Bool {
 
     @Test func growsInPlaceWhenTheNextPagesAreFree() throws {
         let old = 8 << 20
-        let growth = 3 << 20
-        // A block whose next pages are free (the over-mapping that aligned it
-        // was trimmed there, but a parallel test may map into that gap:
-        // then try another block).
+        // 1 MiB more; realloc grows by at least a quarter (headroom), so the
+        // block needs 2 MiB after it. The trimmed tail of the over-mapping
+        // that aligned it (0 to 4 MiB) is often that large.
+        let growth = 1 << 20
+        // A block whose next pages are free: proven by mapping them
+        // ourselves (MAP_FIXED_NOREPLACE fails if anything is there) and
+        // unmapping them just before the realloc. Where something is there
+        // (mappings are placed top-down, usually right below the previous
+        // one), try another block.
         var tried: [UnsafeMutableRawPointer] = []
         var found: UnsafeMutableRawPointer? = nil
-        for _ in 0..<8 {
+        let room = 3 << 20
+        for _ in 0..<64 {
             let p = try #require(Allocator.allocate(UInt(old)))
             let b = try #require(Segment.owner(of: p))
             let end = b + Large.header(b).pointee.mappedBytes
-            if stride(from: 0, to: growth + (1 << 20), by: 4096).allSatisfy({ !isMapped(end + $0, bytes: 4096) }) {
+            let claim = mmap(end, room, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
+            if claim == end {
+                munmap(end, room)
                 found = p
                 break
             }
+            if let claim, claim != UnsafeMutableRawPointer(bitPattern: -1) { munmap(claim, room) }
             tried.append(p)
         }
         for t in tried { Allocator.deallocate(t) }

@@ -208,7 +208,7 @@ struct ReliabilityTests {
     /// (Tests/blackbox/faults.c): metadata runs out while magazines move to
     /// the depot, purges fail, guard pages cannot be made.
     @Test("OS faults: no block owned twice, calloc zeroed, guards or NULL", arguments: BBVariant.all,
-          ["magazines", "calloc-madvise", "guards"])
+          ["magazines", "calloc-madvise", "guards", "errno"])
     func osFaults(_ variant: BBVariant, _ scenario: String) async throws {
         try await runFaultScenario(variant, scenario)
     }

@@ -2,7 +2,7 @@
  * faults.c: what the allocator does when the OS says no (faults.h makes the
  * allocator's mmap, munmap, madvise, mprotect and mremap fail on demand).
  *
- *     faults magazines | calloc-madvise | calloc-mlock | guards
+ *     faults magazines | calloc-madvise | calloc-mlock | guards | errno
  *
  * magazines       Frees about 190,000 small blocks of 16 classes while every
  *                 mmap fails, so the metadata for new magazines runs out in
@@ -25,6 +25,12 @@
  *                 (a new segment, a large block) rather than hand them out
  *                 unguarded; the other variants never need mprotect. With
  *                 mprotect working again, allocation works again.
+ *
+ * errno           A call that succeeds leaves errno as it was, even when an
+ *                 OS call failed on the way: a realloc whose mremap fails
+ *                 (it copies instead), a malloc whose first mmap fails (it
+ *                 releases cached memory and retries), a realloc that grows
+ *                 a medium block in place.
  *
  * Output: the variant line, one line per scenario with its counts, "FAIL:"
  * and exit 1 on the first violation.
@@ -234,11 +240,55 @@ static void on_alarm(int sig) {
     _exit(1);
 }
 
+/* ---- errno after a success that met a failure ------------------------------------ */
+
+static void errno_kept(void) {
+    /* realloc of a large block: mremap refused, the block is copied. */
+    char *p = malloc(8 << 20);
+    BB_CHECK(p != NULL, "malloc(8 MiB) failed");
+    memset(p, 0x11, 8 << 20);
+    __atomic_store_n(&fault_every[F_MREMAP], 1, __ATOMIC_RELAXED);
+    errno = 777;
+    char *q = realloc(p, 24 << 20);
+    int e = errno;
+    fault_set_all(0);
+    BB_CHECK(q != NULL, "realloc(8 MiB -> 24 MiB) failed with mremap refused");
+    BB_CHECK(e == 777, "a realloc that succeeded after mremap failed left errno %d, not 777", e);
+    BB_CHECK(q[0] == 0x11 && q[(8 << 20) - 1] == 0x11, "realloc lost the contents");
+    free(q);
+    /* malloc whose first mmap fails: it retries after releasing memory. */
+    void *keep = malloc(16 << 20);
+    free(keep); /* a cached span for the retry to release */
+    __atomic_store_n(&fault_next[F_MMAP], 1, __ATOMIC_RELAXED);
+    errno = 777;
+    void *r = malloc(40 << 20);
+    e = errno;
+    const char *variant = bb_variant();
+    if (variant && strcmp(variant, "hardened") == 0) {
+        /* It caches no spans: nothing to release, so no retry. */
+        BB_CHECK(r == NULL && e == ENOMEM, "hardened: malloc(40 MiB) with its mmap refused returned %p, errno %d", r, e);
+    } else {
+        BB_CHECK(r != NULL, "malloc(40 MiB) failed after one refused mmap");
+        BB_CHECK(e == 777, "a malloc that succeeded on its retry left errno %d, not 777", e);
+    }
+    __atomic_store_n(&fault_next[F_MMAP], 0, __ATOMIC_RELAXED);
+    free(r);
+    /* A medium block grown in place. */
+    void *m = malloc(100 << 10);
+    BB_CHECK(m != NULL, "malloc(100 KiB) failed");
+    errno = 777;
+    void *m2 = realloc(m, 300 << 10);
+    e = errno;
+    BB_CHECK(m2 != NULL && e == 777, "realloc of a medium block returned %p with errno %d", m2, e);
+    free(m2);
+    bb_say("faults: errno: kept through refused mremap, a refused mmap's retry and an in-place medium growth");
+}
+
 int main(int argc, char **argv) {
     bb_print_variant();
     signal(SIGALRM, on_alarm);
     alarm(60);
-    BB_CHECK(argc == 2, "usage: faults magazines | calloc-madvise | calloc-mlock | guards");
+    BB_CHECK(argc == 2, "usage: faults magazines | calloc-madvise | calloc-mlock | guards | errno");
     /* Prove the interposition works before trusting any scenario. */
     fault_set_all(0);
     void *probe = malloc(64 << 20);
@@ -250,6 +300,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "calloc-madvise") == 0) calloc_madvise();
     else if (strcmp(argv[1], "calloc-mlock") == 0) calloc_mlock();
     else if (strcmp(argv[1], "guards") == 0) guards();
+    else if (strcmp(argv[1], "errno") == 0) errno_kept();
     else bb_fail("unknown scenario %s", argv[1]);
     return 0;
 }

@@ -26,6 +26,8 @@
 
 enum fault_kind { F_MMAP, F_MUNMAP, F_MADVISE, F_MPROTECT, F_MREMAP, F_KINDS };
 static unsigned long fault_every[F_KINDS];
+/* The next fault_next[k] calls of kind k fail, whatever fault_every says. */
+static unsigned long fault_next[F_KINDS];
 static unsigned long fault_calls[F_KINDS];
 static unsigned long fault_failed[F_KINDS];
 /* Calls the kernel itself refused (e.g. madvise on locked pages). */
@@ -40,7 +42,10 @@ static long fault_os_result(int k, long r) {
 static int fault_now(int k) {
     unsigned long every = __atomic_load_n(&fault_every[k], __ATOMIC_RELAXED);
     unsigned long n = __atomic_add_fetch(&fault_calls[k], 1, __ATOMIC_RELAXED);
-    if (every == 0 || n % every != 0) return 0;
+    unsigned long next = __atomic_load_n(&fault_next[k], __ATOMIC_RELAXED);
+    int forced = next > 0 && __atomic_compare_exchange_n(&fault_next[k], &next, next - 1, 0, __ATOMIC_RELAXED,
+                                                          __ATOMIC_RELAXED);
+    if (!forced && (every == 0 || n % every != 0)) return 0;
     __atomic_add_fetch(&fault_failed[k], 1, __ATOMIC_RELAXED);
     return 1;
 }

@@ -2,7 +2,8 @@
  *
  * Each case runs in a child process started with its own environment
  * (AETHALLOC_DIRTY_PERCENT, AETHALLOC_PURGE_DELAY_MS are read once, at
- * start). A child allocates 32 "kept" and 32 "dropped" medium blocks of
+ * start), with AETHALLOC_BACKGROUND=0: this is the inline policy; the
+ * background reclaimer has reclaim.c. A child allocates 32 "kept" and 32 "dropped" medium blocks of
  * 960 KiB, interleaved so that no segment ever becomes wholly free (a free
  * segment is unmapped whatever the budget says), touches every page, frees
  * the dropped ones and measures how much RSS fell:
@@ -109,6 +110,10 @@ static void run(const char *self, const char *mode, const char *percent, const c
     if (pid == 0) {
         if (percent) setenv("AETHALLOC_DIRTY_PERCENT", percent, 1); else unsetenv("AETHALLOC_DIRTY_PERCENT");
         if (delay) setenv("AETHALLOC_PURGE_DELAY_MS", delay, 1); else unsetenv("AETHALLOC_PURGE_DELAY_MS");
+        /* The inline policy, measured synchronously; the background
+         * reclaimer (which takes the delay and the budget off the freeing
+         * thread) has its own program, reclaim.c. */
+        setenv("AETHALLOC_BACKGROUND", "0", 1);
         execl(self, self, mode, (char *)NULL);
         _exit(127);
     }

@@ -158,6 +158,8 @@ static inline int aeth_thread_key_set(int key, void *value) {
  * "aethalloc-bg", running aethalloc_background_main. Returns 0 or the
  * pthread_create error (EAGAIN under RLIMIT_NPROC, EPERM under seccomp). */
 int aeth_background_thread_start(void);
+/* 1 if RLIMIT_AS (ulimit -v) is finite. */
+int aeth_address_space_limited(void);
 /* Registers the fork handlers (called from the library constructor). */
 void aeth_register_atfork(void);
 
