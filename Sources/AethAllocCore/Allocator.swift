@@ -139,7 +139,6 @@ enum Allocator {
     static func deallocateToFullCache(_ p: RawPointer, _ c: Int) {
         let saved = OS.errno
         ThreadCache.deallocate(p, c)
-        Reclaimer.startIfWanted()
         OS.errno = saved
     }
 
@@ -151,10 +150,13 @@ enum Allocator {
         case .small(let c):
             Hardening.takeBack(p, sizeClass: c, operation: "free")
             ThreadCache.deallocate(p, c)
-        case .medium(let page): Medium.deallocate(p, page)
-        case .large(let base): Large.deallocate(p, base: base)
+        case .medium(let page):
+            Medium.deallocate(p, page)
+            Reclaimer.startIfWanted()
+        case .large(let base):
+            Large.deallocate(p, base: base)
+            Reclaimer.startIfWanted()
         }
-        Reclaimer.startIfWanted()
         OS.errno = saved
     }
 

@@ -101,8 +101,12 @@ enum Reclaimer {
 
     // ---- the thread ----------------------------------------------------------------
 
-    /// Called on slow paths after every lock is released: starts the
-    /// reclaimer if it is wanted and not started.
+    /// Called after a program frees a block above 64 KiB, with no lock of
+    /// ours held: starts the reclaimer if it is wanted and not started.
+    /// Only there: pthread_create takes glibc's own locks (the stack cache,
+    /// the TLS lock), and the small frees glibc makes inside its dynamic
+    /// loader while holding those must never create a thread. A program
+    /// that frees only small blocks keeps the inline policy.
     @inline(__always)
     static func startIfWanted() {
         if !Globals.reclaimerWanted.pointee.load(ordering: .relaxed) { return }

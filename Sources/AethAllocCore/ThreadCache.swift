@@ -209,7 +209,6 @@ enum ThreadCache {
             // 63.4 MB -> 58.6 MB, glibc 57.4 MB).
             for c in 0..<SizeClass.count { Variant.Cache.drainGlobal(c) }
         }
-        Reclaimer.startIfWanted()
     }
 }
 
