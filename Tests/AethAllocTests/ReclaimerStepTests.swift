@@ -7,7 +7,7 @@ import Synchronization
 import Testing
 @testable import AethAllocHosted
 
-@Suite("Background reclaimer step on the test clock", .serialized, .exclusiveCoreState)
+@Suite("Background reclaimer steps", .serialized, .exclusiveCoreState)
 struct ReclaimerStepTests {
     init() { Runtime.ensureInitialized() }
 
@@ -72,6 +72,51 @@ struct ReclaimerStepTests {
         #expect(wait == Tuning.largeCacheDecayMs - 300, "next wake in \(String(describing: wait)) ms")
         #expect(Large.reclaim(now: t0 + Tuning.largeCacheDecayMs) == nil)
         #expect(Large.cachedFigures().count == 0, "still cached after the decay")
+    }
+
+    /// The reclaimer's step run the way its thread runs it, over and over,
+    /// while other threads allocate and free medium and large blocks (CI
+    /// runs this under ThreadSanitizer): every block keeps its contents.
+    @Test func stepsRacingAllocatingThreads() {
+        let state = Globals.process
+        let savedDelay = state.pointee.purgeDelayMs
+        state.pointee.purgeDelayMs = 1
+        defer { state.pointee.purgeDelayMs = savedDelay }
+        let stop = Atomic<Bool>(false)
+        let failures = LockedBox<[String]>([])
+        let reclaimer = Thread {
+            while !stop.load(ordering: .relaxed) { _ = Reclaimer.step(now: OS.nowMs()) }
+        }
+        reclaimer.start()
+        DispatchQueue.concurrentPerform(iterations: 4) { worker in
+            var rng = UInt64(worker + 1) &* 0x9E37_79B9_7F4A_7C15
+            var live: [(UnsafeMutableRawPointer, Int, UInt8)] = []
+            for i in 0..<600 {
+                rng ^= rng << 13
+                rng ^= rng >> 7
+                rng ^= rng << 17
+                let size = rng % 4 == 0 ? 1 << 20 + Int(rng >> 40) % (3 << 20) : 70_000 + Int(rng >> 40) % 900_000
+                guard let p = Allocator.allocate(UInt(size)) else {
+                    failures.withLock { $0.append("malloc(\(size)) failed") }
+                    return
+                }
+                let tag = UInt8(truncatingIfNeeded: i &+ worker)
+                memset(p, Int32(tag), size)
+                live.append((p, size, tag))
+                if live.count > 6 {
+                    let (q, n, t) = live.removeFirst()
+                    let bytes = q.assumingMemoryBound(to: UInt8.self)
+                    if bytes[0] != t || bytes[n / 2] != t || bytes[n - 1] != t {
+                        failures.withLock { $0.append("a \(n)-byte block lost its contents") }
+                    }
+                    Allocator.deallocate(q)
+                }
+            }
+            live.forEach { Allocator.deallocate($0.0) }
+        }
+        stop.store(true, ordering: .relaxed)
+        while !reclaimer.isFinished { usleep(1000) }
+        #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
     }
 
     @Test func theInlinePolicyDefersToARunningReclaimerBelowTheCeiling() {
