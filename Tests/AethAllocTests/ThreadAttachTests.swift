@@ -23,15 +23,22 @@ struct ThreadAttachTests {
         return (Globals.registry.pointee.live, free)
     }
 
-    /// Runs `body` on a new thread and waits for it.
+    /// Runs `body` on a new thread and joins it: when this returns, the
+    /// thread's key destructors (which give its cache back) have run.
     static func onNewThread(_ body: @escaping @Sendable () -> Void) {
-        let done = DispatchSemaphore(value: 0)
-        let t = Thread {
-            body()
-            done.signal()
+        final class Box: @unchecked Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
         }
-        t.start()
-        done.wait()
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let created = pthread_create(&thread, nil, { arg in
+            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        precondition(created == 0, "pthread_create failed: \(created)")
+        pthread_join(thread, nil)
     }
 
     @Test func aKeyThatCannotBeSetLeavesTheThreadUncachedAndRetriesLater() {
