@@ -110,8 +110,11 @@ enum Globals {
     static let reclaimerStateSlot = 11
     static let reclaimerWantedSlot = 12
     static let reclaimerWakeSlot = 13
+    /// Not a lock: the statistics file is open (Publish.swift); read
+    /// without the publisher lock, `map` itself only under it.
+    static let publishingSlot = 14
     /// The class locks: `centralLock0 + c`.
-    static let centralLock0 = 14
+    static let centralLock0 = 15
     @inline(__always) static var slotCount: Int { centralLock0 + SizeClass.count }
 
     @inline(__always)
@@ -128,6 +131,7 @@ enum Globals {
     @inline(__always) static var reclaimerState: UnsafeMutablePointer<Atomic<Int>> { slot(reclaimerStateSlot, as: Atomic<Int>.self) }
     @inline(__always) static var reclaimerWanted: UnsafeMutablePointer<Atomic<Bool>> { slot(reclaimerWantedSlot, as: Atomic<Bool>.self) }
     @inline(__always) static var reclaimerWake: UnsafeMutablePointer<Atomic<UInt32>> { slot(reclaimerWakeSlot, as: Atomic<UInt32>.self) }
+    @inline(__always) static var publishing: UnsafeMutablePointer<Atomic<Bool>> { slot(publishingSlot, as: Atomic<Bool>.self) }
 
     // ---- the regions ---------------------------------------------------------------
     @inline(__always) static var root: RawPointer { OS.rootStorage }

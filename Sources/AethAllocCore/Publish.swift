@@ -61,10 +61,11 @@ enum Publisher {
 
     /// From the library destructor: a last publish, then the file goes.
     static func stop() {
-        if !Variant.statsEnabled || state.pointee.map == nil { return }
+        if !Variant.statsEnabled || !Globals.publishing.pointee.load(ordering: .acquiring) { return }
         Lock.acquire(lockWord)
         let map = state.pointee.map
         state.pointee.map = nil
+        Globals.publishing.pointee.store(false, ordering: .relaxed)
         Lock.release(lockWord)
         OS.closeStatsFile(map, path: path)
     }
@@ -74,6 +75,7 @@ enum Publisher {
         if !Variant.statsEnabled { return }
         guard let map = state.pointee.map else { return }
         state.pointee.map = nil
+        Globals.publishing.pointee.store(false, ordering: .relaxed)
         OS.closeStatsFile(map, path: nil)
         state.pointee.startUnixMs = OS.unixMs()
         create()
@@ -81,7 +83,7 @@ enum Publisher {
 
     /// Writes the current totals, unless another thread is doing so.
     static func publish() {
-        if !Variant.statsEnabled || state.pointee.map == nil { return }
+        if !Variant.statsEnabled || !Globals.publishing.pointee.load(ordering: .relaxed) { return }
         if !lockWord.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
         if let map = state.pointee.map { write(MetricsSnapshot.totals(), into: map) }
         Lock.release(lockWord)
@@ -89,7 +91,7 @@ enum Publisher {
 
     /// Publishes if nothing was published for `publishIntervalMs` (large path).
     static func publishIfStale() {
-        if !Variant.statsEnabled || state.pointee.map == nil { return }
+        if !Variant.statsEnabled || !Globals.publishing.pointee.load(ordering: .relaxed) { return }
         if OS.nowMs() &- Globals.lastPublishMs.pointee.load(ordering: .relaxed) >= Tuning.publishIntervalMs { publish() }
     }
 
@@ -129,6 +131,7 @@ enum Publisher {
         }
         s.pointee.sequence = 0
         s.pointee.map = map
+        Globals.publishing.pointee.store(true, ordering: .releasing)
         publish()
     }
 

@@ -84,10 +84,11 @@ struct ReclaimerStepTests {
         defer { state.pointee.purgeDelayMs = savedDelay }
         let stop = Atomic<Bool>(false)
         let failures = LockedBox<[String]>([])
-        let reclaimer = Thread {
+        // A pthread, joined below: the join orders its last step before the
+        // options are restored.
+        let reclaimer = JoinableThread {
             while !stop.load(ordering: .relaxed) { _ = Reclaimer.step(now: OS.nowMs()) }
         }
-        reclaimer.start()
         DispatchQueue.concurrentPerform(iterations: 4) { worker in
             var rng = UInt64(worker + 1) &* 0x9E37_79B9_7F4A_7C15
             var live: [(UnsafeMutableRawPointer, Int, UInt8)] = []
@@ -115,7 +116,7 @@ struct ReclaimerStepTests {
             live.forEach { Allocator.deallocate($0.0) }
         }
         stop.store(true, ordering: .relaxed)
-        while !reclaimer.isFinished { usleep(1000) }
+        reclaimer.join()
         #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
     }
 
@@ -131,4 +132,24 @@ struct ReclaimerStepTests {
         #expect(Reclaimer.purgesInline(dirty: 201, budget: 100), "past the hard ceiling: inline")
         #expect(!Reclaimer.checksDelaysInline)
     }
+}
+
+/// A thread running `body`, joined with pthread_join (which orders everything
+/// it did before what follows the join, for ThreadSanitizer too).
+final class JoinableThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: @Sendable () -> Void
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        self.body = body
+        let me = Unmanaged.passRetained(self).toOpaque()
+        let created = pthread_create(&thread, nil, { arg in
+            let me = Unmanaged<JoinableThread>.fromOpaque(arg!).takeRetainedValue()
+            me.body()
+            return nil
+        }, me)
+        precondition(created == 0, "pthread_create failed: \(created)")
+    }
+
+    func join() { pthread_join(thread, nil) }
 }
