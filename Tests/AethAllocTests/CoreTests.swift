@@ -670,11 +670,12 @@ struct PurgeDelayTests {
         return bytes
     }
 
-    @Test func freedSlicesStayCommittedUntilTheDelayHasPassed() throws {
+    /// Runs `body(t0)` with a 1 s purge delay and a budget (1000% of the
+    /// heap) that never purges what a test frees, so only the delay may; the
+    /// test clock stands at t0 and nothing is dirty. Restores all of it.
+    static func withDelayOnly(_ body: (UInt64) throws -> Void) throws {
         let state = Globals.process
         let (savedDelay, savedPercent) = (state.pointee.purgeDelayMs, state.pointee.dirtyPercent)
-        // A 1 s delay, and a budget (1000% of the heap) that never purges
-        // what this test frees: only the delay may.
         state.pointee.purgeDelayMs = 1000
         state.pointee.dirtyPercent = 1000
         let t0 = OS.nowMs()
@@ -685,7 +686,11 @@ struct PurgeDelayTests {
             state.pointee.dirtyPercent = savedPercent
         }
         _ = Allocator.trim()
-        try #require(Self.dirtyBytes() == 0, "malloc_trim left dirty slices")
+        try #require(dirtyBytes() == 0, "malloc_trim left dirty slices")
+        try body(t0)
+    }
+
+    @Test func freedSlicesStayCommittedUntilTheDelayHasPassed() throws { try Self.withDelayOnly { t0 in
 
         // Dropped and kept 1 MiB blocks interleaved, a kept one last, so no
         // segment becomes wholly free (it would be unmapped, not left
@@ -719,5 +724,5 @@ struct PurgeDelayTests {
         TestClock.set(t0 + 1000 + 101)
         let carved = try Self.carveAndFree()
         #expect(Self.dirtyBytes() == carved, "not purged after the delay had passed")
-    }
+    } }
 }

@@ -11,21 +11,7 @@ import Testing
 struct ReclaimerStepTests {
     init() { Runtime.ensureInitialized() }
 
-    @Test func purgesFreedSlicesOnceTheDelayHasPassedAndSaysWhenNext() throws {
-        let state = Globals.process
-        let (savedDelay, savedPercent) = (state.pointee.purgeDelayMs, state.pointee.dirtyPercent)
-        // A budget that never purges what this test frees: only the delay may.
-        state.pointee.purgeDelayMs = 1000
-        state.pointee.dirtyPercent = 1000
-        let t0 = OS.nowMs()
-        TestClock.set(t0)
-        defer {
-            TestClock.set(nil)
-            state.pointee.purgeDelayMs = savedDelay
-            state.pointee.dirtyPercent = savedPercent
-        }
-        _ = Allocator.trim()
-        try #require(PurgeDelayTests.dirtyBytes() == 0, "malloc_trim left dirty slices")
+    @Test func purgesFreedSlicesOnceTheDelayHasPassedAndSaysWhenNext() throws { try PurgeDelayTests.withDelayOnly { t0 in
         #expect(Reclaimer.step(now: t0) == nil, "nothing pending, yet the step asks to be woken")
 
         // Freed 1 MiB blocks next to kept ones (no segment wholly free).
@@ -56,7 +42,7 @@ struct ReclaimerStepTests {
         let after = Reclaimer.step(now: t0 + 1010)
         #expect(PurgeDelayTests.dirtyBytes() == 0, "not purged once due")
         #expect(after == nil, "nothing is pending, yet the step asks to be woken in \(String(describing: after)) ms")
-    }
+    } }
 
     @Test func unmapsCachedSpansOnceIdleForTheDecay() throws {
         let t0 = OS.nowMs()

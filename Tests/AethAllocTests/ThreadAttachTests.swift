@@ -25,21 +25,7 @@ struct ThreadAttachTests {
 
     /// Runs `body` on a new thread and joins it: when this returns, the
     /// thread's key destructors (which give its cache back) have run.
-    static func onNewThread(_ body: @escaping @Sendable () -> Void) {
-        final class Box: @unchecked Sendable {
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-            box.body()
-            return nil
-        }, box)
-        precondition(created == 0, "pthread_create failed: \(created)")
-        pthread_join(thread, nil)
-    }
+    static func onNewThread(_ body: @escaping @Sendable () -> Void) { JoinableThread(body).join() }
 
     @Test func aKeyThatCannotBeSetLeavesTheThreadUncachedAndRetriesLater() {
         let t0 = OS.nowMs()
