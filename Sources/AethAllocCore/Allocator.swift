@@ -100,7 +100,7 @@ enum Allocator {
     /// succeed under an address-space limit. True if anything was released.
     @inline(never)
     static func releaseForRetry() -> Bool {
-        trim()
+        Reclaimer.trim()
     }
 
     @inline(never)
@@ -113,7 +113,10 @@ enum Allocator {
 
     // Fast-path budget for free(p) of a small block, x86-64: alignment test,
     // segment-map byte load and compare, slice-class byte load and compare,
-    // TLS load, then the policy's push (2 loads, 2 stores, 1 branch).
+    // TLS load, then the policy's push (2 loads, 2 stores, 1 branch). The map
+    // byte is read plainly, not through Segment.mapByte: a block being freed
+    // keeps its segment mapped, so nothing writes that byte meanwhile, and
+    // `cmpb` on memory saves the load-then-compare of an atomic load.
     @inline(__always)
     static func deallocate(_ p: RawPointer?) {
         guard let p else { return }
@@ -274,21 +277,5 @@ enum Allocator {
         case .medium(let page): return UInt(Medium.usableSize(page))
         case .large(let base): return UInt(Large.usableSize(p, base: base, operation: "malloc_usable_size"))
         }
-    }
-
-    /// Returns free memory to the OS: the calling thread's cache, the depots,
-    /// empty pages, free slices and cached large spans. True if any bytes went back.
-    static func trim() -> Bool {
-        Runtime.ensureInitialized()
-        ThreadCache.flushCurrent()
-        var released = 0
-        for c in 0..<SizeClass.count {
-            Variant.Cache.drainGlobal(c)
-            released += Central.releaseEmptyPages(c)
-        }
-        released += SegmentManager.purgeAll()
-        released += SegmentManager.releaseEmptySegments()
-        released += Large.releaseCached()
-        return released > 0
     }
 }

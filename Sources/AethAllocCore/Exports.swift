@@ -102,7 +102,7 @@ public func aethalloc_malloc_usable_size(_ p: UnsafeMutableRawPointer?) -> UInt 
 @c(aethalloc_malloc_trim)
 public func aethalloc_malloc_trim(_ pad: UInt) -> Int32 {
     let saved = OS.errno
-    let released = Allocator.trim()
+    let released = Reclaimer.trim()
     OS.errno = saved
     return released ? 1 : 0
 }

@@ -113,8 +113,15 @@ enum Globals {
     /// Not a lock: the statistics file is open (Publish.swift); read
     /// without the publisher lock, `map` itself only under it.
     static let publishingSlot = 14
+    /// Not locks: the reclaimer is in (or entering) its futex wait, so a
+    /// wake needs the syscall (Reclaim.swift).
+    static let reclaimerSleepingSlot = 15
+    /// Not a lock: bumped by each malloc_trim; a thread cache that has not
+    /// seen the current value empties itself at its next slow path
+    /// (ThreadCache.honorTrim).
+    static let trimEpochSlot = 16
     /// The class locks: `centralLock0 + c`.
-    static let centralLock0 = 15
+    static let centralLock0 = 17
     @inline(__always) static var slotCount: Int { centralLock0 + SizeClass.count }
 
     @inline(__always)
@@ -132,6 +139,8 @@ enum Globals {
     @inline(__always) static var reclaimerWanted: UnsafeMutablePointer<Atomic<Bool>> { slot(reclaimerWantedSlot, as: Atomic<Bool>.self) }
     @inline(__always) static var reclaimerWake: UnsafeMutablePointer<Atomic<UInt32>> { slot(reclaimerWakeSlot, as: Atomic<UInt32>.self) }
     @inline(__always) static var publishing: UnsafeMutablePointer<Atomic<Bool>> { slot(publishingSlot, as: Atomic<Bool>.self) }
+    @inline(__always) static var reclaimerSleeping: UnsafeMutablePointer<Atomic<Bool>> { slot(reclaimerSleepingSlot, as: Atomic<Bool>.self) }
+    @inline(__always) static var trimEpoch: UnsafeMutablePointer<Atomic<UInt>> { slot(trimEpochSlot, as: Atomic<UInt>.self) }
 
     // ---- the regions ---------------------------------------------------------------
     @inline(__always) static var root: RawPointer { OS.rootStorage }

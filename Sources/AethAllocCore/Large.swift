@@ -84,28 +84,42 @@ enum Large {
         if userOffset >> Tuning.segmentShift > 200 { return nil }  // alignment beyond 800 MiB
         var base: RawPointer? = nil
         var mapped = needed
-        var fresh = true
+        // A cached span reused whole: its marks are in place, its guards too.
+        var reused = false
+        // Bytes from the mapping's start that may hold an earlier owner's data.
+        var dirty = 0
         Lock.acquire(LargeCache.lockWord)
         if let (b, bytes) = takeCached(needed: needed, baseAlignment: baseAlignment) {
             base = b
             mapped = bytes
-            fresh = false
+            reused = true
+            dirty = bytes
             // The old block's chunk may differ from the new one's.
             let old = header(b).pointee
             Segment.mapClear(b + old.userOffset)
+            let keepsSlack = growing && mapped / Tuning.largeGrowingSlackFactor <= needed
+            if mapped - needed >= Tuning.largeReuseSlackBytes && !keepsSlack {
+                // Larger than asked: the tail becomes a span of its own, or
+                // goes back to the OS. Its pages were touched by the span's
+                // last owner, so keeping them in the block would count toward
+                // RSS (fragmentation bench: +15% peak RSS).
+                splitOff(b + needed, bytes: mapped - needed)
+                mapped = needed
+                dirty = needed
+            }
+        } else if baseAlignment == Tuning.segmentBytes && cacheHasSpanBelow(needed) {
+            // No cached span is large enough: the new mapping is assembled
+            // from cached ones, whose pages move without a fault, and only
+            // the rest is faulted in (big-block churn).
+            if let b = OS.mapAligned(bytes: needed, alignment: baseAlignment) {
+                base = b
+                dirty = assemble(into: b, bytes: needed)
+                // The moved pages were counted when first mapped.
+                Stats.largeMapped(bytes: needed - dirty)
+            }
         }
         decay()
         Lock.release(LargeCache.lockWord)
-        let keepsSlack = growing && mapped / Tuning.largeGrowingSlackFactor <= needed
-        if let b = base, mapped - needed >= Tuning.largeReuseSlackBytes && !keepsSlack {
-            // Larger than asked: keep the head, give the tail back. Its pages
-            // were touched by the span's last owner, so keeping them would
-            // count toward RSS (fragmentation bench: +15% peak RSS).
-            if OS.unmap(b + needed, bytes: mapped - needed) || OS.purge(b + needed, bytes: mapped - needed) {
-                Stats.largeUnmapped(bytes: mapped - needed)
-            }
-            mapped = needed
-        }
         if base == nil {
             base = OS.mapAligned(bytes: needed, alignment: baseAlignment)
             if base == nil {
@@ -116,7 +130,7 @@ enum Large {
             Stats.largeMapped(bytes: needed)
         }
         let b = base!
-        if fresh {
+        if !reused {
             // Hardened: no block without its guards (NULL + ENOMEM instead).
             if !Hardening.protectLarge(b, mapped: mapped, userOffset: userOffset) {
                 if OS.unmap(b, bytes: mapped) { Stats.largeUnmapped(bytes: mapped) }
@@ -134,7 +148,7 @@ enum Large {
         Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
         Globals.largeLiveBytes.pointee.wrappingAdd(mapped, ordering: .relaxed)
         Globals.largeCount.pointee.wrappingAdd(1, ordering: .relaxed)
-        if zeroed && !fresh { OS.zero(user, bytes: size) }
+        if zeroed && dirty > userOffset { OS.zero(user, bytes: min(size, dirty - userOffset)) }
         return user
     }
 
@@ -296,6 +310,65 @@ enum Large {
         let bytes = h.pointee.mappedBytes
         Segment.mapClear(base + h.pointee.userOffset)
         if OS.unmap(base, bytes: bytes) || OS.purge(base, bytes: bytes) { Stats.largeUnmapped(bytes: bytes) }
+    }
+
+    /// Whether a cached span could make up part of a new `needed`-byte
+    /// mapping (lock held).
+    private static func cacheHasSpanBelow(_ needed: Int) -> Bool {
+        for i in 0..<Globals.largeCache.pointee.count where LargeCache.entries[i].mappedBytes < needed { return true }
+        return false
+    }
+
+    /// Moves cached spans into fresh mapping `target` of `bytes`, largest
+    /// first, each whole and only while it fits, so the pages they hold are
+    /// reused instead of faulted in again (lock held). Returns the end of the
+    /// last span moved: below it the mapping holds old data, above it zeros.
+    /// A span mremap refuses is given back to the OS instead.
+    private static func assemble(into target: RawPointer, bytes: Int) -> Int {
+        let cache = Globals.largeCache
+        var offset = 0
+        while offset < bytes {
+            var pick = -1
+            for i in 0..<cache.pointee.count {
+                let n = LargeCache.entries[i].mappedBytes
+                if n <= bytes - offset && (pick < 0 || n > LargeCache.entries[pick].mappedBytes) { pick = i }
+            }
+            if pick < 0 { break }
+            let e = LargeCache.entries[pick]
+            removeEntry(pick)
+            let h = header(e.base!)
+            Segment.mapClear(e.base! + h.pointee.userOffset)
+            if OS.remap(e.base!, from: e.mappedBytes, to: e.mappedBytes, at: target + offset) {
+                offset += e.mappedBytes
+            } else {
+                unmap(e.base!, h)
+            }
+        }
+        return offset
+    }
+
+    /// The unused tail of a reused span (lock held): moved to an aligned
+    /// mapping of its own and cached, if it is worth a span
+    /// (`Tuning.largeSplitMinBytes`) and the cache has room; otherwise, and
+    /// whenever the OS refuses, given back (unmapped, or purged if munmap is
+    /// refused: the address range then leaks, the memory does not).
+    private static func splitOff(_ tail: RawPointer, bytes: Int) {
+        if bytes >= Tuning.largeSplitMinBytes && Globals.largeCache.pointee.count < Tuning.largeCacheEntries,
+            let target = OS.mapAligned(bytes: bytes, alignment: Tuning.segmentBytes)
+        {
+            if OS.remap(tail, from: bytes, to: bytes, at: target) {
+                OS.fill(target, byte: SizeClass.markLarge, bytes: 64)
+                let h = header(target)
+                h.pointee = LargeHeader(
+                    kind: SegmentHeader.kindLarge, inUse: 0, mappedBytes: bytes, userOffset: Tuning.largeHeaderBytes,
+                    baseAlignment: Tuning.segmentBytes, idleSinceMs: 0, requested: 0)
+                if insertCached(target, h) { return }
+                unmap(target, h)
+                return
+            }
+            _ = OS.unmap(target, bytes: bytes)
+        }
+        if OS.unmap(tail, bytes: bytes) || OS.purge(tail, bytes: bytes) { Stats.largeUnmapped(bytes: bytes) }
     }
 
     /// The smallest cached span that fits (the caller trims a much larger one).

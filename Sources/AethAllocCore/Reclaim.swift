@@ -14,7 +14,8 @@
 //   empty segments one wholly free segment stays mapped, the rest are
 //                  unmapped at once (SegmentManager.releasePage)
 //   depots, pools  drained when the process is back to one thread
-//                  (ThreadCache.detach) and by malloc_trim (Allocator.trim)
+//                  (ThreadCache.detach) and by malloc_trim (Reclaimer.trim), which
+//                  reaches every thread's cache through the trim epoch
 //
 // Who acts on the delay and the decay:
 //
@@ -31,7 +32,9 @@
 //                  (RLIMIT_AS): there the thread's stack would come out of
 //                  what the program may map. It sleeps on a futex while nothing is
 //                  pending, and otherwise wakes when the oldest pending item
-//                  is due: memory goes back while the program is idle.
+//                  is due (up to Tuning.backgroundLeadMs early, so memory is
+//                  back within the delay): memory goes back while the
+//                  program is idle.
 //                  Allocating threads then only mark work: the budget is
 //                  enforced inline only past twice its size (a hard
 //                  ceiling), below that the reclaimer is woken instead.
@@ -137,10 +140,15 @@ enum Reclaimer {
         OS.errno = saved
     }
 
-    /// Wakes the reclaimer early (the budget was exceeded).
+    /// Wakes the reclaimer early (the budget was exceeded). The futex word
+    /// changes on every call, so a reclaimer about to wait returns at once;
+    /// the syscall is made only when it is waiting or about to (`sleeping`).
+    /// Both sides store, then load the other's word, sequentially
+    /// consistent: one of them sees the other's store.
     static func wake() {
         let word = Globals.reclaimerWake
-        word.pointee.wrappingAdd(1, ordering: .releasing)
+        word.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        if !Globals.reclaimerSleeping.pointee.load(ordering: .sequentiallyConsistent) { return }
         OS.futexWakeOne(UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self))
     }
 
@@ -151,9 +159,13 @@ enum Reclaimer {
         let raw = UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.self)
         while true {
             let seen = word.pointee.load(ordering: .acquiring)
-            let next = step(now: OS.nowMs())
+            let next = step(now: OS.nowMs() &+ Tuning.backgroundLeadMs)
             let sleep = next.map { max($0, Tuning.backgroundMinSleepMs) } ?? Tuning.backgroundIdleSleepMs
-            OS.futexWait(raw, expected: seen, timeoutMs: sleep)
+            Globals.reclaimerSleeping.pointee.store(true, ordering: .sequentiallyConsistent)
+            if word.pointee.load(ordering: .sequentiallyConsistent) == seen {
+                OS.futexWait(raw, expected: seen, timeoutMs: sleep)
+            }
+            Globals.reclaimerSleeping.pointee.store(false, ordering: .relaxed)
         }
     }
 
@@ -172,11 +184,49 @@ enum Reclaimer {
         }
     }
 
+    // ---- malloc_trim -----------------------------------------------------------------
+
+    /// malloc_trim: the calling thread's cache, then what every thread
+    /// shares, go back. Every other thread's cache is asked to empty itself
+    /// (the trim epoch) and does so at its next slow path, returning what
+    /// it shares again then; a thread that never calls the allocator again
+    /// keeps its cache (at most a magazine pair or list per class). True if
+    /// any bytes went back to the OS now.
+    static func trim() -> Bool {
+        Runtime.ensureInitialized()
+        let epoch = Globals.trimEpoch.pointee.wrappingAdd(1, ordering: .relaxed).newValue
+        if OS.tlsState == ThreadState.live {
+            let tc = ThreadCache.current
+            ThreadCache.setBusy(tc, true)
+            ThreadCache.links(tc).pointee.seenTrimEpoch = epoch
+            Variant.Cache.flushAll(tc)
+            ThreadCache.setBusy(tc, false)
+        }
+        return returnShared() > 0
+    }
+
+    /// Returns what no thread's cache holds: the depots or pools, empty
+    /// pages, free slices, empty segments and cached large spans. Returns the
+    /// bytes given back.
+    @discardableResult
+    static func returnShared() -> Int {
+        var released = 0
+        for c in 0..<SizeClass.count {
+            Variant.Cache.drainGlobal(c)
+            released += Central.releaseEmptyPages(c)
+        }
+        released += SegmentManager.purgeAll()
+        released += SegmentManager.releaseEmptySegments()
+        released += Large.releaseCached()
+        return released
+    }
+
     /// In a fork child: the parent's reclaimer did not come along.
     static func resetAfterFork() {
         state.pointee.store(Options.background == .off ? unavailable : notStarted, ordering: .relaxed)
         Globals.reclaimerWanted.pointee.store(false, ordering: .relaxed)
         Globals.reclaimerWake.pointee.store(0, ordering: .relaxed)
+        Globals.reclaimerSleeping.pointee.store(false, ordering: .relaxed)
     }
 }
 

@@ -43,6 +43,9 @@ struct CacheLinks {
     /// path. A fork child reclaims a dead thread's cache only if the fork
     /// did not catch it busy (its magazines could be half moved).
     var busy: UInt
+    /// The `Globals.trimEpoch` this cache last emptied itself for (set
+    /// to the current one when the cache is handed to a thread).
+    var seenTrimEpoch: UInt
 }
 
 enum ThreadState {
@@ -91,6 +94,7 @@ enum ThreadCache {
             let tc = current
             ThreadCacheRegistry.reclaimOrphansIfAny()
             setBusy(tc, true)
+            honorTrim(tc)
             let p = Variant.Cache.refill(tc, c)
             setBusy(tc, false)
             if p != nil { Stats.allocated(tc, c) }
@@ -109,6 +113,7 @@ enum ThreadCache {
             let tc = current
             ThreadCacheRegistry.reclaimOrphansIfAny()
             setBusy(tc, true)
+            honorTrim(tc)
             Variant.Cache.flush(tc, c, p)
             setBusy(tc, false)
             Stats.freed(tc, c)
@@ -130,13 +135,19 @@ enum ThreadCache {
         withUnsafeMutablePointer(to: &slot) { Central.drain(c, from: $0, count: 1) }
     }
 
-    /// Returns everything the calling thread's cache holds (malloc_trim).
-    static func flushCurrent() {
-        if OS.tlsState != ThreadState.live { return }
-        let tc = current
-        setBusy(tc, true)
+    /// A malloc_trim in another thread asks every cache to empty itself:
+    /// this one does so at its first slow path after the request (busy set).
+    @inline(__always)
+    static func honorTrim(_ tc: RawPointer) {
+        let epoch = Globals.trimEpoch.pointee.load(ordering: .relaxed)
+        if links(tc).pointee.seenTrimEpoch != epoch { trimRequested(tc, epoch: epoch) }
+    }
+
+    @inline(never)
+    private static func trimRequested(_ tc: RawPointer, epoch: UInt) {
+        links(tc).pointee.seenTrimEpoch = epoch
         Variant.Cache.flushAll(tc)
-        setBusy(tc, false)
+        Reclaimer.returnShared()
     }
 
     /// Marks `tc` busy or not. The order matters only to a fork child, which
@@ -240,8 +251,10 @@ struct ThreadCacheRegistry: ~Copyable {
         if tc == nil { tc = MetadataArena.allocate(bytes: ThreadCache.bytes) }
         guard let t = tc else { return nil }
         OS.zero(t, bytes: ThreadCache.bytes)
-        Lock.acquire(lockWord)
         let links = ThreadCache.links(t)
+        // A new cache holds nothing an earlier malloc_trim asked for.
+        links.pointee.seenTrimEpoch = Globals.trimEpoch.pointee.load(ordering: .relaxed)
+        Lock.acquire(lockWord)
         links.pointee.next = r.pointee.liveList
         if let n = r.pointee.liveList { ThreadCache.links(n).pointee.prev = t }
         r.pointee.liveList = t

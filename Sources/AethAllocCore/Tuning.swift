@@ -96,8 +96,11 @@ enum Tuning {
     /// Cached spans idle longer than this are unmapped on the next large op.
     static let largeCacheDecayMs: UInt64 = 1000
     /// A cached span reused for a smaller block keeps at most this much
-    /// beyond the block; the rest is unmapped.
+    /// beyond the block; the rest is split off.
     static let largeReuseSlackBytes = 64 * 1024
+    /// A split-off tail at least this large is moved (mremap) to a span of
+    /// its own and cached; a smaller one is unmapped.
+    static let largeSplitMinBytes = 1 << 20
     /// ...except for a block that realloc moves while growing: it keeps a
     /// reused span up to this many times its size (realloc_growth bench:
     /// buffers growing to 4 MiB re-faulted every page of a trimmed span).
@@ -114,6 +117,11 @@ enum Tuning {
     /// ...and while nothing is pending, at most this long (it is woken when
     /// the budget is exceeded; the timeout is a safety net).
     static let backgroundIdleSleepMs: UInt64 = 10_000
+    /// It acts on what is due within this many milliseconds, so what was
+    /// freed is back with the OS within the purge delay and the span decay
+    /// (1 s by default), not a sleep's rounding after them: idle_reclaim
+    /// reached its target at 1050 ms without it.
+    static let backgroundLeadMs: UInt64 = 200
 
     // ---- threads -----------------------------------------------------------
     /// A thread that could not attach a cache (no memory for one) is served

@@ -208,7 +208,7 @@ func isGuardPage(_ p: UnsafeMutableRawPointer) -> Bool {
 
     @Test func aNewSegmentWithoutItsGuardPageIsNotUsed() throws {
         // No empty segment kept for reuse: the run below needs a new one.
-        _ = Allocator.trim()
+        _ = Reclaimer.trim()
         let slices = Tuning.slicesPerSegment - 1
         FaultPlan.set(.mprotect, every: 1)
         let refused = SegmentManager.allocateRun(slices: slices, mark: SizeClass.markMedium)

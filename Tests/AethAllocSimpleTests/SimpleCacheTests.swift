@@ -313,7 +313,7 @@ import Testing
         for b in blocks { Allocator.deallocate(b) }
         // Freed from one thread: the cache holds a batch or two, the pool the rest.
         #expect(poolCount(SizeClass.computedIndex(of: size)) > 0)
-        _ = Allocator.trim()
+        _ = Reclaimer.trim()
         #expect(poolCount(SizeClass.computedIndex(of: size)) == 0)
         let unmapped = segments.filter { Segment.owner(of: UnsafeMutableRawPointer(bitPattern: $0)!) == nil }
         // Every segment but possibly the first (which may hold older pages) is gone.

@@ -439,7 +439,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         let returned = Int(MetricsSnapshot.totals().bytesReturned - returnedBefore)
         #expect(returned >= freed - dirty, "returned \(returned) of \(freed) freed, \(dirty) dirty")
         // malloc_trim purges the rest.
-        _ = Allocator.trim()
+        _ = Reclaimer.trim()
         Lock.acquire(SegmentManager.lockWord)
         let after = SegmentManager.shared.pointee.dirtyBytes
         Lock.release(SegmentManager.lockWord)
@@ -598,7 +598,7 @@ func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
         // A thread of our own, so its cache and counters are fresh; joined,
         // so its exit (which flushes its cache) is over before the next test.
         let tid = try #require(startThread {
-            _ = Allocator.trim()  // no empty segment kept warm
+            _ = Reclaimer.trim()  // no empty segment kept warm
             let before = MetricsSnapshot.take()
             let mappedBefore = mappedHeaderChunks()
             var blocks: [UnsafeMutableRawPointer] = []
@@ -685,7 +685,7 @@ struct PurgeDelayTests {
             state.pointee.purgeDelayMs = savedDelay
             state.pointee.dirtyPercent = savedPercent
         }
-        _ = Allocator.trim()
+        _ = Reclaimer.trim()
         try #require(dirtyBytes() == 0, "malloc_trim left dirty slices")
         try body(t0)
     }
@@ -707,7 +707,7 @@ struct PurgeDelayTests {
         }
         defer {
             kept.forEach { Allocator.deallocate($0) }
-            _ = Allocator.trim()
+            _ = Reclaimer.trim()
         }
         dropped.forEach { Allocator.deallocate($0) }
         let droppedBytes = dropped.count * Tuning.mediumMaxBytes

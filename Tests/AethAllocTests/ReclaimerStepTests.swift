@@ -26,7 +26,7 @@ struct ReclaimerStepTests {
         }
         defer {
             kept.forEach { Allocator.deallocate($0) }
-            _ = Allocator.trim()
+            _ = Reclaimer.trim()
         }
         TestClock.set(t0 + 10)
         dropped.forEach { Allocator.deallocate($0) }

@@ -1,0 +1,119 @@
+/*
+ * big_churn: churn of big zero-filled blocks, where the cost is page faults.
+ *
+ * `live` (20) slots hold blocks of sizes uniform in [`min`, `max`]
+ * (5 MiB..25 MiB; quick=1: 1 MiB..4 MiB). Each of `ops` (2000; quick: 40)
+ * replacements picks a random slot, verifies and frees its block, and
+ * callocs a new one of a new random size: the new block must read zero at
+ * its first and last 8 bytes and at one byte in every 64 KiB, then it is
+ * filled (the pattern plus one 8-byte word in every further 4 KiB page, so
+ * every page is written as a program using the block would). Freed memory
+ * that the allocator gave back to the OS is faulted in again by that fill:
+ * user/system CPU time and minor faults are measured with
+ * getrusage(RUSAGE_SELF) over the timed phase (the replacements, verification
+ * and fill included; building the initial slots and the final teardown
+ * excluded).
+ */
+#include "bench_common.h"
+#include <sys/resource.h>
+
+static bench_param params[] = {
+    BP_INT("live", 20, 20, 1, 1 << 20),
+    BP_INT("ops", 2000, 40, 1, 1e12),
+    BP_INT("min", 5242880, 1048576, 16, 1ll << 36),
+    BP_INT("max", 26214400, 4194304, 16, 1ll << 36),
+    BP_INT("seed", 1, 1, 0, 1e18),
+};
+
+typedef struct {
+    unsigned char *p;
+    size_t size;
+    uint64_t tag;
+} slot_t;
+
+/* calloc'd memory must read zero: both ends and one byte per 64 KiB. */
+static inline void zero_check(const unsigned char *p, size_t n)
+{
+    uint64_t a = 0, b = 0;
+    size_t k = n < 8 ? n : 8;
+    memcpy(&a, p, k);
+    memcpy(&b, p + n - k, k);
+    if (BENCH_UNLIKELY(a != 0 || b != 0))
+        bench_fail("calloc(%zu) at %p is not zero-filled at its ends", n, (const void *)p);
+    for (size_t off = 65536; off < n; off += 65536)
+        if (BENCH_UNLIKELY(p[off] != 0))
+            bench_fail("calloc(%zu) at %p is not zero-filled at offset %zu", n, (const void *)p, off);
+}
+
+/* Pattern plus one word at every 4 KiB offset, so every page is written. */
+static inline void touch_fill(unsigned char *p, size_t n, uint64_t tag)
+{
+    blk_fill(p, n, tag);
+    for (size_t off = 4096; off + 16 <= n; off += 4096)
+        memcpy(p + off, &tag, 8);
+}
+
+static inline void touch_check(const unsigned char *p, size_t n, uint64_t tag, const char *what)
+{
+    blk_check(p, n, tag, what);
+    for (size_t off = 4096; off + 16 <= n; off += 4096) {
+        uint64_t v;
+        memcpy(&v, p + off, 8);
+        if (BENCH_UNLIKELY(v != tag))
+            blk_fail_(p, n, tag, what);
+    }
+}
+
+static slot_t new_block(rng_t *rng, size_t min, size_t max, uint64_t tag)
+{
+    size_t n = (size_t)rng_range(rng, min, max);
+    unsigned char *p = calloc(1, n);
+    BENCH_CHECK_ALLOC(p, n);
+    zero_check(p, n);
+    touch_fill(p, n, tag);
+    return (slot_t){ p, n, tag };
+}
+
+static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
+
+int main(int argc, char **argv)
+{
+    bench_parse("big_churn", argc, argv, params, sizeof params / sizeof params[0]);
+    uint64_t live = (uint64_t)bench_geti("live"), ops = (uint64_t)bench_geti("ops");
+    size_t min = (size_t)bench_geti("min"), max = (size_t)bench_geti("max");
+    if (min > max)
+        bench_usage("min (%zu) must not exceed max (%zu)", min, max);
+    rng_t rng = rng_seed((uint64_t)bench_geti("seed"), 0);
+
+    slot_t *s = bench_map(live * sizeof *s, 1);
+    uint64_t tag = 0;
+    for (uint64_t i = 0; i < live; i++)
+        s[i] = new_block(&rng, min, max, ++tag);
+
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < ops; i++) {
+        slot_t *e = &s[rng_below(&rng, live)];
+        touch_check(e->p, e->size, e->tag, "block before free");
+        free(e->p);
+        *e = new_block(&rng, min, max, ++tag);
+    }
+    uint64_t t1 = now_ns();
+    getrusage(RUSAGE_SELF, &r1);
+    long peak = peak_rss_kb();
+
+    for (uint64_t i = 0; i < live; i++) {
+        touch_check(s[i].p, s[i].size, s[i].tag, "block at the end");
+        free(s[i].p);
+    }
+    bench_unmap(s, live * sizeof *s);
+
+    bench_metric_throughput((double)ops, t1 - t0);
+    bench_metric("user_seconds", round((tv_s(r1.ru_utime) - tv_s(r0.ru_utime)) * 1e6) / 1e6);
+    bench_metric("sys_seconds", round((tv_s(r1.ru_stime) - tv_s(r0.ru_stime)) * 1e6) / 1e6);
+    bench_metric("minor_faults", (double)(r1.ru_minflt - r0.ru_minflt));
+    bench_metric("peak_rss_kb", (double)peak);
+    bench_emit();
+    return 0;
+}
