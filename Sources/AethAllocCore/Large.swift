@@ -394,14 +394,14 @@ enum Large {
         let bytes = h.pointee.mappedBytes
         while cache.pointee.count > 0
             && (cache.pointee.count >= Tuning.largeCacheEntries
-                || cache.pointee.totalBytes + bytes > Tuning.largeCacheMaxTotalBytes)
+                || cache.pointee.totalBytes + bytes > Reclaimer.largeCacheLimitBytes)
         {
             // Evict the oldest (entry 0).
             let e = LargeCache.entries[0]
             removeEntry(0)
             unmap(e.base!, header(e.base!))
         }
-        if bytes > Tuning.largeCacheMaxTotalBytes { return false }
+        if bytes > Reclaimer.largeCacheLimitBytes { return false }
         let now = OS.nowMs()
         LargeCache.entries[cache.pointee.count] = LargeCacheEntry(
             base: base, mappedBytes: bytes, baseAlignment: h.pointee.baseAlignment, idleSinceMs: now)

@@ -10,7 +10,8 @@
 //   purge delay    a slice committed and free for longer than
 //                  Options.purgeDelayMs is purged
 //   span decay     a cached large span idle for longer than
-//                  Tuning.largeCacheDecayMs is unmapped
+//                  Tuning.largeCacheDecayMs is unmapped; at most
+//                  largeCacheLimitBytes are cached
 //   empty segments one wholly free segment stays mapped, the rest are
 //                  unmapped at once (SegmentManager.releasePage)
 //   depots, pools  drained when the process is back to one thread
@@ -80,6 +81,15 @@ enum Reclaimer {
             return false
         }
         return true
+    }
+
+    /// Bytes of freed large spans kept for reuse. Twice
+    /// `Tuning.largeCacheMaxTotalBytes` while the reclaimer runs, since it
+    /// returns idle spans within the decay whether or not the program calls
+    /// again (big_churn bench, 20 blocks of 5-25 MiB: 68,148 minor faults
+    /// instead of 92,634, peak RSS 447 MB instead of 413 MB).
+    @inline(__always) static var largeCacheLimitBytes: Int {
+        isRunning ? 2 * Tuning.largeCacheMaxTotalBytes : Tuning.largeCacheMaxTotalBytes
     }
 
     /// Whether the releasing thread checks the purge delay and the span

@@ -121,7 +121,7 @@ enum Tuning {
     /// freed is back with the OS within the purge delay and the span decay
     /// (1 s by default), not a sleep's rounding after them: idle_reclaim
     /// reached its target at 1050 ms without it.
-    static let backgroundLeadMs: UInt64 = 200
+    static let backgroundLeadMs: UInt64 = 300
 
     // ---- threads -----------------------------------------------------------
     /// A thread that could not attach a cache (no memory for one) is served
