@@ -2,7 +2,7 @@
 """Runs the background-reclaim shapes (issue 13) against the peers, interleaved,
 and prints the Markdown tables BENCHMARK.md quotes.
 
-    python3 benches/reclaim_shapes.py [--runs 3] [--lib DIR] [--quick]
+    python3 benches/reclaim_shapes.py [--runs 3] [--lib DIR] [--quick] [--only big_churn,...]
 
 Shapes: idle_reclaim (large and partial), big_churn, handoff_mixed with 2
 threads and with 8 threads and rarer large blocks. Allocators: glibc, the
@@ -82,7 +82,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--lib", default=os.path.join(HERE, "..", ".build", "release"))
     ap.add_argument("--quick", action="store_true", help="quick=1 for every program (a smoke run)")
+    ap.add_argument("--only", default="", help="comma-separated programs to run (default: all)")
     a = ap.parse_args()
+    shapes = [sh for sh in SHAPES if not a.only or sh[1] in a.only.split(",")]
     lib = os.path.abspath(os.path.join(a.lib, "libaethalloc.so"))
     allocators = [p for p in PEERS if p[1] is None or os.path.exists(p[1])]
     for p in PEERS:
@@ -92,7 +94,7 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(a.runs):
-            for label, program, args, _ in SHAPES:
+            for label, program, args, _ in shapes:
                 binary = build(tmp, program)
                 for name, library, env in allocators:
                     m, err = run(binary, args + (["quick=1"] if a.quick else []), library, env)
@@ -102,7 +104,7 @@ def main():
                     results.setdefault((label, name), []).append(m)
                     print(f"run {r + 1}/{a.runs}: {program} {' '.join(args)} / {name}", file=sys.stderr)
     out = []
-    for label, program, args, metrics in SHAPES:
+    for label, program, args, metrics in shapes:
         cmd = f"./{program} {' '.join(args)}".rstrip()
         out.append(f"#### {label}\n\n`{cmd}`, median of {a.runs} interleaved runs\n")
         out.append("| allocator | " + " | ".join(t for _, t in metrics) + " |")

@@ -29,6 +29,10 @@ struct LargeHeader {
     /// The size the program last asked for (realloc trims the mapping only
     /// when the block shrinks below it).
     var requested: Int
+    /// Whether the span is one mapping (VMA). A span assembled from cached
+    /// ones is several, which mremap cannot move or grow as a whole: realloc
+    /// copies such a block, and a growing block never reuses one.
+    var singleMapping: Bool
 }
 
 struct LargeCacheEntry {
@@ -86,10 +90,11 @@ enum Large {
         var mapped = needed
         // A cached span reused whole: its marks are in place, its guards too.
         var reused = false
+        var single = true
         // Bytes from the mapping's start that may hold an earlier owner's data.
         var dirty = 0
         Lock.acquire(LargeCache.lockWord)
-        if let (b, bytes) = takeCached(needed: needed, baseAlignment: baseAlignment) {
+        if let (b, bytes) = takeCached(needed: needed, baseAlignment: baseAlignment, singleMappingOnly: growing) {
             base = b
             mapped = bytes
             reused = true
@@ -97,6 +102,7 @@ enum Large {
             // The old block's chunk may differ from the new one's.
             let old = header(b).pointee
             Segment.mapClear(b + old.userOffset)
+            single = old.singleMapping
             let keepsSlack = growing && mapped / Tuning.largeGrowingSlackFactor <= needed
             if mapped - needed >= Tuning.largeReuseSlackBytes && !keepsSlack {
                 // Larger than asked: the tail becomes a span of its own, or
@@ -107,13 +113,15 @@ enum Large {
                 mapped = needed
                 dirty = needed
             }
-        } else if baseAlignment == Tuning.segmentBytes && cacheHasSpanBelow(needed) {
+        } else if !growing && baseAlignment == Tuning.segmentBytes && cacheHasSpanBelow(needed) {
             // No cached span is large enough: the new mapping is assembled
             // from cached ones, whose pages move without a fault, and only
-            // the rest is faulted in (big-block churn).
+            // the rest is faulted in (big-block churn). Not for a block
+            // realloc is growing: it is to grow with mremap.
             if let b = OS.mapAligned(bytes: needed, alignment: baseAlignment) {
                 base = b
                 dirty = assemble(into: b, bytes: needed)
+                single = dirty == 0
                 // The moved pages were counted when first mapped.
                 Stats.largeMapped(bytes: needed - dirty)
             }
@@ -142,7 +150,7 @@ enum Large {
             kind: SegmentHeader.kindLarge, inUse: 1, mappedBytes: mapped, userOffset: userOffset,
             // A growing block's `size` includes realloc's headroom; the
             // program's own size comes with its next realloc.
-            baseAlignment: baseAlignment, idleSinceMs: 0, requested: growing ? 0 : size)
+            baseAlignment: baseAlignment, idleSinceMs: 0, requested: growing ? 0 : size, singleMapping: single)
         let user = b + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
         Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
@@ -221,8 +229,9 @@ enum Large {
             needed = (mapped + headroom + Tuning.osPageBytes - 1) & ~(Tuning.osPageBytes - 1)
         }
         // The hardened variant's guard pages split the mapping into several
-        // VMAs and mremap works on one: it copies instead (the caller).
-        if !Hardening.remapsLargeBlocks { return nil }
+        // VMAs, as does assembling a span from cached ones, and mremap works
+        // on one: the caller copies instead.
+        if !Hardening.remapsLargeBlocks || !h.pointee.singleMapping { return nil }
         if OS.remapInPlace(base, from: mapped, to: needed) {
             h.pointee.mappedBytes = needed
             Stats.largeMapped(bytes: needed - mapped)
@@ -348,12 +357,11 @@ enum Large {
     }
 
     /// The unused tail of a reused span (lock held): moved to an aligned
-    /// mapping of its own and cached, if it is worth a span
-    /// (`Tuning.largeSplitMinBytes`) and the cache has room; otherwise, and
+    /// mapping of its own and cached if the cache has room; otherwise, and
     /// whenever the OS refuses, given back (unmapped, or purged if munmap is
     /// refused: the address range then leaks, the memory does not).
     private static func splitOff(_ tail: RawPointer, bytes: Int) {
-        if bytes >= Tuning.largeSplitMinBytes && Globals.largeCache.pointee.count < Tuning.largeCacheEntries,
+        if Globals.largeCache.pointee.count < Tuning.largeCacheEntries,
             let target = OS.mapAligned(bytes: bytes, alignment: Tuning.segmentBytes)
         {
             if OS.remap(tail, from: bytes, to: bytes, at: target) {
@@ -361,7 +369,7 @@ enum Large {
                 let h = header(target)
                 h.pointee = LargeHeader(
                     kind: SegmentHeader.kindLarge, inUse: 0, mappedBytes: bytes, userOffset: Tuning.largeHeaderBytes,
-                    baseAlignment: Tuning.segmentBytes, idleSinceMs: 0, requested: 0)
+                    baseAlignment: Tuning.segmentBytes, idleSinceMs: 0, requested: 0, singleMapping: true)
                 if insertCached(target, h) { return }
                 unmap(target, h)
                 return
@@ -372,12 +380,13 @@ enum Large {
     }
 
     /// The smallest cached span that fits (the caller trims a much larger one).
-    private static func takeCached(needed: Int, baseAlignment: Int) -> (RawPointer, Int)? {
+    private static func takeCached(needed: Int, baseAlignment: Int, singleMappingOnly: Bool) -> (RawPointer, Int)? {
         let cache = Globals.largeCache
         var best = -1
         for i in 0..<cache.pointee.count {
             let e = LargeCache.entries[i]
             if e.mappedBytes >= needed && e.baseAlignment >= baseAlignment
+                && (!singleMappingOnly || header(e.base!).pointee.singleMapping)
                 && (best < 0 || e.mappedBytes < LargeCache.entries[best].mappedBytes)
             {
                 best = i

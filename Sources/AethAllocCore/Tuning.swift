@@ -96,11 +96,11 @@ enum Tuning {
     /// Cached spans idle longer than this are unmapped on the next large op.
     static let largeCacheDecayMs: UInt64 = 1000
     /// A cached span reused for a smaller block keeps at most this much
-    /// beyond the block; the rest is split off.
+    /// beyond the block; the rest is split off, moved (mremap) to a span of
+    /// its own and cached. (Splitting off only tails of 1 MiB or more, and
+    /// unmapping smaller ones, took 5-12% more time on handoff_mixed,
+    /// big_churn and fragmentation, one interleaved `aethalloc-cli ab` run.)
     static let largeReuseSlackBytes = 64 * 1024
-    /// A split-off tail at least this large is moved (mremap) to a span of
-    /// its own and cached; a smaller one is unmapped.
-    static let largeSplitMinBytes = 1 << 20
     /// ...except for a block that realloc moves while growing: it keeps a
     /// reused span up to this many times its size (realloc_growth bench:
     /// buffers growing to 4 MiB re-faulted every page of a trimmed span).

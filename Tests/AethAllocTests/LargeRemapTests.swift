@@ -29,7 +29,13 @@ func stamped(_ p: UnsafeMutableRawPointer, bytes: Int, seed: UInt64) -> Bool {
 }
 
 @Suite(.exclusiveCoreState) struct LargeRemapTests {
-    init() { Runtime.ensureInitialized() }
+    // No cached spans: each block here is one fresh mapping, which mremap
+    // can grow and move (a block assembled from cached spans is copied:
+    // LargeReuseTests).
+    init() {
+        Runtime.ensureInitialized()
+        Large.releaseCached()
+    }
 
     @Test func growsInPlaceWhenTheNextPagesAreFree() throws {
         let old = 8 << 20
@@ -119,9 +125,6 @@ func stamped(_ p: UnsafeMutableRawPointer, bytes: Int, seed: UInt64) -> Bool {
     }
 
     @Test func aFailedMremapFallsBackToACopy() throws {
-        // No cached span: the copy's new block would be assembled from
-        // cached spans with mremap too (LargeReuseTests).
-        Large.releaseCached()
         let old = 8 << 20
         let p = try #require(Allocator.allocate(UInt(old)))
         stamp(p, bytes: old, seed: 0x4444)

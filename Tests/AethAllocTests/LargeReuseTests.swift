@@ -107,4 +107,27 @@ func residentPages(_ p: UnsafeMutableRawPointer, bytes: Int) -> [Bool] {
         #expect(Segment.owner(of: a) == nil)
         #expect(UnsafeRawBufferPointer(start: block, count: 12 * Self.mib).allSatisfy { $0 == 0 })
     }
+
+    @Test func anAssembledBlockIsCopiedByReallocAndNeverReusedForGrowing() throws {
+        let a = try #require(Allocator.allocate(UInt(8 * Self.mib)))
+        Allocator.deallocate(a)
+        let c = try #require(Allocator.allocate(UInt(12 * Self.mib)))
+        let base = try #require(Segment.owner(of: c))
+        #expect(!Large.header(base).pointee.singleMapping)
+        stamp(c, bytes: 12 * Self.mib, seed: 0xD)
+        // mremap cannot move two mappings as one: the block is copied, whole.
+        let d = try #require(Allocator.reallocate(c, UInt(40 * Self.mib)))
+        #expect(d != c)
+        #expect(stamped(d, bytes: 12 * Self.mib, seed: 0xD))
+        // The assembled span is cached now; a block realloc grows (a medium
+        // block growing past the medium sizes) does not take it.
+        #expect(Large.cachedFigures().count == 1)
+        let m = try #require(Allocator.allocate(UInt(900 << 10)))
+        let g = try #require(Allocator.reallocate(m, UInt(4 * Self.mib)))
+        #expect(Segment.owner(of: g) != base, "a growing block took a span of several mappings")
+        let dBase = try #require(Segment.owner(of: d))
+        #expect(Large.header(dBase).pointee.singleMapping)
+        Allocator.deallocate(g)
+        Allocator.deallocate(d)
+    }
 }

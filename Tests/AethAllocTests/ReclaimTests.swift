@@ -33,6 +33,29 @@ struct ReclaimTests {
         #expect(result.stderrText.isEmpty, "\(result.report)")
     }
 
+    @Test("A reclaimer the OS refuses is counted by the metrics variant, and said by no other")
+    func refusedIsCounted() async throws {
+        let executable = try await BBBuild.executable("reclaim")
+        for variant in BBVariant.all {
+            let result = try await BBProcess.run(
+                executable, ["refused"], environment: ["AETHALLOC_STATS": "1"], preload: try variant.libraryPath(),
+                timeout: .seconds(60))
+            #expect(result.succeeded, "\(result.report)")
+            let prefix = "aethalloc[\(variant.expectedName)]"
+            let heap = result.stderrText.split(separator: "\n").first { $0.hasPrefix("\(prefix) mapped_now=") }
+            let line = try #require(heap, "no heap line: \(result.report)")
+            // The hardened variant never starts one (it does not cache spans).
+            if variant.expectedName != "hardened" {
+                #expect(line.contains("background=unavailable"), "\(line)")
+            }
+            if variant.expectedName == "metrics" {
+                #expect(line.hasSuffix("background_failures=1"), "\(line)")
+            } else {
+                #expect(!line.contains("background_failures"), "\(line)")
+            }
+        }
+    }
+
     @Test("A bad AETHALLOC_BACKGROUND is one line naming the accepted values, then auto", arguments: BBVariant.all)
     func badValue(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
