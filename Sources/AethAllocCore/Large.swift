@@ -9,11 +9,16 @@
 //   base + userOffset   the block (userOffset = max(256, alignment))
 //
 // The segment map marks the chunk holding the block with the distance back
-// to `base`. Freed spans up to 64 MiB are kept in a small cache, so
-// alternating large malloc/free costs no syscall; spans idle for a second are
-// unmapped on the next large operation, and malloc_trim unmaps them all.
-// `realloc` grows in place with mremap, or moves the pages with mremap: it
-// never copies.
+// to `base`. Freed spans up to `Tuning.largeCacheMaxSpanBytes` are kept in a
+// small cache, so alternating large malloc/free costs no syscall and no page
+// fault: a request takes the smallest cached span that fits and splits off
+// its tail as a cached span of its own (mremap moves the pages to an aligned
+// address); a request no cached span fits is assembled from cached spans
+// moved into one new mapping. When spans go back to the OS (their decay, the
+// cache's limit) is Reclaim.swift's to say; malloc_trim unmaps them all.
+// `realloc` grows in place with mremap, or moves the pages with mremap, and
+// copies only a block mremap cannot take as one mapping (assembled, or with
+// hardened guard pages).
 import CAethAlloc
 import Synchronization
 
