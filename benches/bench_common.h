@@ -568,6 +568,26 @@ static inline void blk_check(const void *p, size_t n, uint64_t tag, const char *
         blk_fail_(p, n, tag, what);
 }
 
+/* The pattern plus the tag at every 4 KiB offset from the start, so every
+ * page of a large block is written (RSS reflects it) and checked. */
+static inline BENCH_UNUSED void blk_fill_pages(unsigned char *p, size_t n, uint64_t tag)
+{
+    blk_fill(p, n, tag);
+    for (size_t off = 4096; off + 16 <= n; off += 4096)
+        memcpy(p + off, &tag, 8);
+}
+
+static inline BENCH_UNUSED void blk_check_pages(const unsigned char *p, size_t n, uint64_t tag, const char *what)
+{
+    blk_check(p, n, tag, what);
+    for (size_t off = 4096; off + 16 <= n; off += 4096) {
+        uint64_t v;
+        memcpy(&v, p + off, 8);
+        if (BENCH_UNLIKELY(v != tag))
+            blk_fail_(p, n, tag, what);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Latency percentiles                                                      */
 /* ------------------------------------------------------------------------ */

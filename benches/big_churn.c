@@ -45,32 +45,13 @@ static inline void zero_check(const unsigned char *p, size_t n)
             bench_fail("calloc(%zu) at %p is not zero-filled at offset %zu", n, (const void *)p, off);
 }
 
-/* Pattern plus one word at every 4 KiB offset, so every page is written. */
-static inline void touch_fill(unsigned char *p, size_t n, uint64_t tag)
-{
-    blk_fill(p, n, tag);
-    for (size_t off = 4096; off + 16 <= n; off += 4096)
-        memcpy(p + off, &tag, 8);
-}
-
-static inline void touch_check(const unsigned char *p, size_t n, uint64_t tag, const char *what)
-{
-    blk_check(p, n, tag, what);
-    for (size_t off = 4096; off + 16 <= n; off += 4096) {
-        uint64_t v;
-        memcpy(&v, p + off, 8);
-        if (BENCH_UNLIKELY(v != tag))
-            blk_fail_(p, n, tag, what);
-    }
-}
-
 static slot_t new_block(rng_t *rng, size_t min, size_t max, uint64_t tag)
 {
     size_t n = (size_t)rng_range(rng, min, max);
     unsigned char *p = calloc(1, n);
     BENCH_CHECK_ALLOC(p, n);
     zero_check(p, n);
-    touch_fill(p, n, tag);
+    blk_fill_pages(p, n, tag);
     return (slot_t){ p, n, tag };
 }
 
@@ -95,7 +76,7 @@ int main(int argc, char **argv)
     uint64_t t0 = now_ns();
     for (uint64_t i = 0; i < ops; i++) {
         slot_t *e = &s[rng_below(&rng, live)];
-        touch_check(e->p, e->size, e->tag, "block before free");
+        blk_check_pages(e->p, e->size, e->tag, "block before free");
         free(e->p);
         *e = new_block(&rng, min, max, ++tag);
     }
@@ -104,7 +85,7 @@ int main(int argc, char **argv)
     long peak = peak_rss_kb();
 
     for (uint64_t i = 0; i < live; i++) {
-        touch_check(s[i].p, s[i].size, s[i].tag, "block at the end");
+        blk_check_pages(s[i].p, s[i].size, s[i].tag, "block at the end");
         free(s[i].p);
     }
     bench_unmap(s, live * sizeof *s);

@@ -72,24 +72,6 @@ static inbox_t *inboxes;
 static worker_t *workers;
 static pthread_barrier_t start;
 
-static inline void touch_fill(unsigned char *p, size_t n, uint64_t tag)
-{
-    blk_fill(p, n, tag);
-    for (size_t off = 4096; off + 16 <= n; off += 4096)
-        memcpy(p + off, &tag, 8);
-}
-
-static inline void touch_check(const unsigned char *p, size_t n, uint64_t tag, const char *what)
-{
-    blk_check(p, n, tag, what);
-    for (size_t off = 4096; off + 16 <= n; off += 4096) {
-        uint64_t v;
-        memcpy(&v, p + off, 8);
-        if (BENCH_UNLIKELY(v != tag))
-            blk_fail_(p, n, tag, what);
-    }
-}
-
 static inline blk_t new_block(rng_t *rng, worker_t *w, uint64_t *tag)
 {
     size_t n = rng_below(rng, 1000) < g_large_pm ? rng_size_log(rng, g_large_min, g_max)
@@ -97,7 +79,7 @@ static inline blk_t new_block(rng_t *rng, worker_t *w, uint64_t *tag)
     unsigned char *p = malloc(n);
     BENCH_CHECK_ALLOC(p, n);
     ++*tag;
-    touch_fill(p, n, *tag);
+    blk_fill_pages(p, n, *tag);
     w->allocs++;
     return (blk_t){ p, n, *tag };
 }
@@ -122,7 +104,7 @@ static inline void drain(worker_t *w)
         return;
     for (; h != t; h++) {
         blk_t b = q->ring[h & q->mask];
-        touch_check(b.p, b.size, b.tag, "handed-over block");
+        blk_check_pages(b.p, b.size, b.tag, "handed-over block");
         free(b.p);
         w->remote_frees++;
         w->received++;
@@ -148,7 +130,7 @@ static void *worker(void *arg)
         drain(w);
         blk_t *e = &s[rng_below(&rng, g_slots)];
         if (e->p) {
-            touch_check(e->p, e->size, e->tag, "working-set block");
+            blk_check_pages(e->p, e->size, e->tag, "working-set block");
             free(e->p);
             w->local_frees++;
         }
@@ -175,7 +157,7 @@ static void *worker(void *arg)
 
     for (uint64_t i = 0; i < g_slots; i++) {
         if (s[i].p) {
-            touch_check(s[i].p, s[i].size, s[i].tag, "working-set block at exit");
+            blk_check_pages(s[i].p, s[i].size, s[i].tag, "working-set block at exit");
             free(s[i].p);
             w->local_frees++;
         }

@@ -53,24 +53,6 @@ static bench_param params[] = {
 
 /* Pattern plus one word at every 4 KiB offset from the start, so every page
  * of the block is written (the tail word covers a last partial page). */
-static inline void touch_fill(unsigned char *p, size_t n, uint64_t tag)
-{
-    blk_fill(p, n, tag);
-    for (size_t off = 4096; off + 16 <= n; off += 4096)
-        memcpy(p + off, &tag, 8);
-}
-
-static inline void touch_check(const unsigned char *p, size_t n, uint64_t tag, const char *what)
-{
-    blk_check(p, n, tag, what);
-    for (size_t off = 4096; off + 16 <= n; off += 4096) {
-        uint64_t v;
-        memcpy(&v, p + off, 8);
-        if (BENCH_UNLIKELY(v != tag))
-            blk_fail_(p, n, tag, what);
-    }
-}
-
 /*
  * The merged allocation order of the partial shape: small blocks, with medium
  * block m right after small block (m+1)*S/M - 1 (S, M: the block counts).
@@ -132,11 +114,11 @@ int main(int argc, char **argv)
         for (uint64_t i = 0; i < nb; i++) {
             p[i] = malloc(size);
             BENCH_CHECK_ALLOC(p[i], size);
-            touch_fill(p[i], size, i ^ salt);
+            blk_fill_pages(p[i], size, i ^ salt);
         }
         rss_after_alloc = rss_kb();
         for (uint64_t i = 0; i < nb; i++) {
-            touch_check(p[i], size, i ^ salt, "large block before free");
+            blk_check_pages(p[i], size, i ^ salt, "large block before free");
             free(p[i]);
         }
         t_free = now_ns();
@@ -158,7 +140,7 @@ int main(int argc, char **argv)
             size_t n = med ? msize : ssize;
             *slot = malloc(n);
             BENCH_CHECK_ALLOC(*slot, n);
-            touch_fill(*slot, n, i ^ (med ? mtag : salt));
+            blk_fill_pages(*slot, n, i ^ (med ? mtag : salt));
         }
         rss_after_alloc = rss_kb();
         o = (order_t){ 0, 0, S, M };
@@ -166,7 +148,7 @@ int main(int argc, char **argv)
             if (!(i & 1))
                 continue;
             unsigned char **slot = med ? &mp[i] : &sp[i];
-            touch_check(*slot, med ? msize : ssize, i ^ (med ? mtag : salt),
+            blk_check_pages(*slot, med ? msize : ssize, i ^ (med ? mtag : salt),
                         med ? "medium block before free" : "small block before free");
             free(*slot);
             *slot = NULL;
@@ -245,7 +227,7 @@ int main(int argc, char **argv)
                     bench_fail("%s block %llu was not freed", med ? "medium" : "small", (unsigned long long)i);
                 continue;
             }
-            touch_check(p, med ? msize : ssize, i ^ (med ? mtag : salt),
+            blk_check_pages(p, med ? msize : ssize, i ^ (med ? mtag : salt),
                         med ? "live medium block after idling" : "live small block after idling");
             free(p);
             freed++;
