@@ -13,7 +13,10 @@
 //
 //     segment +8192 .. +40960: bitmap[slice][4096 bits]  (512 bytes per slice)
 //     segment +61440 .. +65536: guard page (PROT_NONE) between the segment's
-//                               metadata and its first page of blocks
+//                               metadata and its first page of blocks: the
+//                               metadata slice's last OS page (4 KiB here;
+//                               16 KiB pages: +49152; 64 KiB pages: none,
+//                               the page would cover the bitmap)
 //
 // - Page free lists (blocks threaded through their first word) store
 //   next ^ secret ^ (address of the link >> 12), with a per-process secret
@@ -29,7 +32,14 @@ import Synchronization
 enum Hardening {
     static let bitmapOffset = 8192
     static let bitmapBytesPerSlice = Tuning.sliceBytes / 16 / 8  // 512
-    static let segmentGuardOffset = Tuning.sliceBytes - Tuning.osPageBytes
+    /// Where the metadata slice's used bytes end: the bitmaps of every slice.
+    @inline(__always) static var metadataEndBytes: Int { bitmapOffset + Tuning.slicesPerSegment * bitmapBytesPerSlice }
+    /// The segment guard is the metadata slice's last OS page...
+    @inline(__always) static var segmentGuardOffset: Int { Tuning.sliceBytes - OS.pageBytes }
+    /// ...where that page lies wholly after the metadata: with 4 and 16 KiB
+    /// pages, not with 64 KiB pages (one page is the whole slice), where
+    /// segments have no guard and the first block page borders the bitmap.
+    static var segmentHasGuard: Bool { segmentGuardOffset >= metadataEndBytes }
 
     // ---- the live-block bitmap ----------------------------------------------
 
@@ -83,19 +93,19 @@ enum Hardening {
     /// A new segment: the last page of its metadata slice becomes a guard.
     /// False if the OS refused (the caller gives the segment back).
     static func protectSegment(_ base: RawPointer) -> Bool {
-        if !Variant.hardened { return true }
-        return OS.protectNone(base + segmentGuardOffset, bytes: Tuning.osPageBytes)
+        if !Variant.hardened || !segmentHasGuard { return true }
+        return OS.protectNone(base + segmentGuardOffset, bytes: OS.pageBytes)
     }
 
     /// Extra bytes a large mapping needs for its trailing guard page.
-    @inline(__always) static var largeTrailingGuardBytes: Int { Variant.hardened ? Tuning.osPageBytes : 0 }
+    @inline(__always) static var largeTrailingGuardBytes: Int { Variant.hardened ? OS.pageBytes : 0 }
 
     /// Where a large block's data starts for `alignment`.
     @inline(__always)
     static func largeUserOffset(alignment: Int) -> Int {
         if !Variant.hardened { return max(Tuning.largeHeaderBytes, alignment) }
         // Header page, guard page, then data.
-        return max(2 * Tuning.osPageBytes, alignment)
+        return max(2 * OS.pageBytes, alignment)
     }
 
     /// Protects the guard pages of a large mapping of `mapped` bytes (the
@@ -103,15 +113,15 @@ enum Hardening {
     /// False if the OS refused either (the caller unmaps the span).
     static func protectLarge(_ base: RawPointer, mapped: Int, userOffset: Int) -> Bool {
         if !Variant.hardened { return true }
-        return OS.protectNone(base + (userOffset - Tuning.osPageBytes), bytes: Tuning.osPageBytes)
-            && OS.protectNone(base + (mapped - Tuning.osPageBytes), bytes: Tuning.osPageBytes)
+        return OS.protectNone(base + (userOffset - OS.pageBytes), bytes: OS.pageBytes)
+            && OS.protectNone(base + (mapped - OS.pageBytes), bytes: OS.pageBytes)
     }
 
     /// The page at `base + mapped - page` becomes a large block's trailing
     /// guard (after a shrink). False if the OS refused.
     static func protectTrailingGuard(_ base: RawPointer, mapped: Int) -> Bool {
         if !Variant.hardened { return true }
-        return OS.protectNone(base + (mapped - Tuning.osPageBytes), bytes: Tuning.osPageBytes)
+        return OS.protectNone(base + (mapped - OS.pageBytes), bytes: OS.pageBytes)
     }
 
     /// Whether blocks above 64 KiB may be carved from segments (Medium.swift)

@@ -26,6 +26,18 @@ enum FaultKind: Int {
 }
 
 enum OS {
+    // ---- the machine (aeth_platform.h, "the architecture") ---------------------
+
+    /// The OS page size: getauxval(AT_PAGESZ), read once (4 KiB on x86-64;
+    /// 4, 16 or 64 KiB on aarch64). Slow paths only.
+    static var pageBytes: Int { aeth_page_bytes() }
+    /// User-space addresses are below 2^userAddressBits (47 on x86-64, 48
+    /// on aarch64); the segment map covers exactly that range.
+    @inline(__always) static var userAddressBits: Int { Int(AETH_USER_ADDRESS_BITS) }
+    /// log2 of the segment size; defined in the shim, which sizes the
+    /// segment map with it (Tuning.segmentShift reads it here).
+    @inline(__always) static var segmentShift: Int { Int(AETH_SEGMENT_SHIFT) }
+
     // ---- virtual memory ------------------------------------------------------
 
     /// Maps `bytes` of read-write memory aligned to `alignment` (a power of
@@ -33,8 +45,8 @@ enum OS {
     /// that fails leaves that end mapped and unused (a leak of address space,
     /// never of ownership). Nil when the OS refuses.
     static func mapAligned(bytes: Int, alignment: Int) -> RawPointer? {
-        if alignment <= Tuning.osPageBytes { return map(bytes: bytes) }
-        let (total, overflow) = bytes.addingReportingOverflow(alignment - Tuning.osPageBytes)
+        if alignment <= pageBytes { return map(bytes: bytes) }
+        let (total, overflow) = bytes.addingReportingOverflow(alignment - pageBytes)
         if overflow { return nil }
         guard let raw = map(bytes: total) else { return nil }
         let start = UInt(bitPattern: raw)
@@ -125,7 +137,8 @@ enum OS {
     @inline(__always) static var rootStorageBytes: Int { aeth_root_bytes() }
     /// The segment map: a byte per 4 MiB chunk of the address space.
     @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
-    static var segmentMapEntries: Int { Int(AETH_SEGMENT_MAP_ENTRIES) }
+    /// AETH_SEGMENT_MAP_ENTRIES (a macro Swift cannot import), from the same two numbers.
+    @inline(__always) static var segmentMapEntries: Int { 1 << (userAddressBits - segmentShift) }
 
     // ---- thread-local state ----------------------------------------------------
 

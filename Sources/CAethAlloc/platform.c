@@ -17,6 +17,14 @@ __thread void *aeth_tls_cache __attribute__((tls_model("initial-exec"))) = (void
 __thread uintptr_t aeth_tls_state __attribute__((tls_model("initial-exec")));
 
 unsigned char aeth_segment_map[AETH_SEGMENT_MAP_ENTRIES] __attribute__((aligned(4096)));
+size_t aeth_page_bytes_cache;
+
+size_t aeth_page_bytes_load(void) {
+    size_t p = (size_t)getauxval(AT_PAGESZ);
+    if (p == 0) p = (size_t)sysconf(_SC_PAGESIZE);
+    __atomic_store_n(&aeth_page_bytes_cache, p, __ATOMIC_RELAXED);
+    return p;
+}
 aeth_os_counters aeth_os_counts;
 unsigned char aeth_root_storage[AETH_ROOT_BYTES] __attribute__((aligned(4096)));
 

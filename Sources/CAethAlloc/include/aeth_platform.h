@@ -52,10 +52,46 @@ extern AETH_HIDDEN unsigned char aeth_root_storage[AETH_ROOT_BYTES];
 static inline void *aeth_root(void) { return aeth_root_storage; }
 static inline size_t aeth_root_bytes(void) { return AETH_ROOT_BYTES; }
 
-/* The segment map: one byte per 4 MiB of the 47-bit address space (32 MiB of
- * zero BSS; only the bytes covering our own mappings are ever touched).
+/* ---- the architecture ------------------------------------------------------- */
+/* Everything the core assumes about the machine is here, one definition each.
+ *
+ * AETH_USER_ADDRESS_BITS: user-space addresses are below 2^bits. x86-64
+ * Linux with 4-level paging: 47. aarch64 Linux: 48 (the largest user VA
+ * without asking for 52-bit addresses with an mmap hint, which the allocator
+ * never does; kernels configured with 39, 42 or 47 bits only give lower
+ * addresses). Anything above is not ours.
+ * aeth_cpu_relax: the spin-wait hint. x86-64: pause. aarch64: isb, which
+ * (unlike yield, a no-op on most cores) really stalls the pipeline for a
+ * short while, as Rust's spin_loop does. */
+#if defined(__x86_64__)
+#define AETH_USER_ADDRESS_BITS 47
+static inline void aeth_cpu_relax(void) { __builtin_ia32_pause(); }
+#elif defined(__aarch64__)
+#define AETH_USER_ADDRESS_BITS 48
+static inline void aeth_cpu_relax(void) { __asm__ __volatile__("isb sy" ::: "memory"); }
+#else
+#error "AethAlloc supports x86-64 and aarch64 Linux: add the architecture here"
+#endif
+
+/* Segments are 2^AETH_SEGMENT_SHIFT bytes (4 MiB), aligned to their size.
+ * The one definition: Tuning.segmentShift reads it through Platform.swift,
+ * and the segment map below is sized from it. */
+#define AETH_SEGMENT_SHIFT 22
+
+/* The OS page size, from getauxval(AT_PAGESZ) (4, 16 or 64 KiB on aarch64),
+ * read once. Neither getauxval nor the cache allocate. */
+extern AETH_HIDDEN size_t aeth_page_bytes_cache;
+size_t aeth_page_bytes_load(void);
+static inline size_t aeth_page_bytes(void) {
+    size_t p = __atomic_load_n(&aeth_page_bytes_cache, __ATOMIC_RELAXED);
+    return p != 0 ? p : aeth_page_bytes_load();
+}
+
+/* The segment map: one byte per segment-sized chunk of the user address
+ * space (x86-64: 2^25 bytes = 32 MiB of zero BSS; aarch64: 64 MiB; only the
+ * bytes covering our own mappings are ever touched).
  * 0: not ours. k > 0: an AethAlloc header lies k-1 chunks below this one. */
-#define AETH_SEGMENT_MAP_ENTRIES (1UL << 25)
+#define AETH_SEGMENT_MAP_ENTRIES (1UL << (AETH_USER_ADDRESS_BITS - AETH_SEGMENT_SHIFT))
 extern AETH_HIDDEN unsigned char aeth_segment_map[AETH_SEGMENT_MAP_ENTRIES];
 static inline unsigned char *aeth_segment_map_ptr(void) { return aeth_segment_map; }
 
@@ -133,7 +169,6 @@ static inline void aeth_futex_wake_one(uint32_t *addr) {
 /* Waits while *addr == expected, at most `ms` milliseconds. */
 void aeth_futex_wait_ms(uint32_t *addr, uint32_t expected, uint64_t ms);
 static inline void aeth_yield(void) { sched_yield(); }
-static inline void aeth_cpu_relax(void) { __builtin_ia32_pause(); }
 
 /* ---- time ---------------------------------------------------------------- */
 /* Monotonic milliseconds from the vDSO's coarse clock: no syscall. */
