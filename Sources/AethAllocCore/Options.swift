@@ -187,6 +187,7 @@ enum Options {
             || isName(entry, "AETHALLOC_FUZZ_SECONDS") || isName(entry, "AETHALLOC_FUZZ_SEEDS")
             || isName(entry, "AETHALLOC_FUZZ_ITERATIONS") || isName(entry, "AETHALLOC_REDIS_REQUESTS")
             || isName(entry, "AETHALLOC_PYTHON_TESTS")
+            || isName(entry, "AETHALLOC_AARCH64_LIB_DIR") || isName(entry, "AETHALLOC_AARCH64_OUT")
     }
 
     /// Whether "NAME=value" entry `entry` is variable `name`.
