@@ -124,6 +124,37 @@ enum OS {
     static var peakBytesMapped: Int { Int(truncatingIfNeeded: aeth_counted_peak()) }
     static var bytesReturned: Int { Int(truncatingIfNeeded: aeth_counted_returned()) }
 
+    // ---- memory tagging (aarch64 MTE; aeth_platform.h) ----------------------------
+
+    /// Whether this build can tag memory at all: aarch64 only. A compile-time
+    /// constant, so the x86-64 libraries carry no tagging branch.
+    #if arch(arm64)
+    static let canTagMemory = true
+    #else
+    static let canTagMemory = false
+    #endif
+    /// Bits 56..59 of a pointer hold its tag.
+    static let tagShift = 56
+    /// Turns tag checks on for this thread and those it creates
+    /// (prctl(PR_SET_TAGGED_ADDR_CTRL)); false without MTE or when refused.
+    static func enableMemoryTagging(asynchronous: Bool) -> Bool { aeth_mte_enable(asynchronous ? 2 : 1) == 0 }
+    /// Whether enableMemoryTagging succeeded in this process.
+    @inline(__always) static var memoryTaggingActive: Bool { canTagMemory && aeth_mte_active() != 0 }
+    /// mprotect(PROT_READ | PROT_WRITE | PROT_MTE); false when the OS refused.
+    static func allowTags(_ p: RawPointer, bytes: Int) -> Bool {
+        if FaultPlan.fails(.mprotect) { return false }
+        return aeth_mte_protect(p, bytes) == 0
+    }
+    /// The memory tag of the 16-byte granule at `p` (ldg).
+    static func memoryTag(of p: RawPointer) -> UInt { UInt(aeth_mte_tag_of(p)) }
+    /// Gives `bytes` at `p` a random tag outside the 16-bit mask `excluding`
+    /// and zeroes them; returns `p` carrying that tag.
+    static func tagAndZero(_ p: RawPointer, bytes: Int, excluding: UInt64) -> RawPointer {
+        aeth_mte_tag_block(p, bytes, excluding).unsafelyUnwrapped
+    }
+    /// Gives `bytes` at `p` tag 0 and zeroes them.
+    static func untagAndZero(_ p: RawPointer, bytes: Int) { aeth_mte_untag_block(p, bytes) }
+
     // ---- memory primitives (no OS call; here so the shim has one door) --------
 
     @inline(__always) static func zero(_ p: RawPointer, bytes: Int) { aeth_memset(p, 0, bytes) }

@@ -27,6 +27,7 @@ enum Runtime {
             fillClassTables()
             Options.load()
             Hardening.loadSecret()
+            Hardening.startTagging()
             guard let key = OS.createThreadKey() else { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key
             Globals.initState.pointee.store(ready, ordering: .releasing)

@@ -122,6 +122,33 @@ void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target);
 /* 8 random bytes from the kernel's AT_RANDOM auxiliary vector (no syscall). */
 uint64_t aeth_random_word(void);
 
+/* ---- memory tagging (aarch64 MTE; the hardened variant) ------------------------
+ * Where the CPU has MTE and the kernel lets the process enable it, the
+ * hardened variant maps segments with PROT_MTE and gives every small block a
+ * random 4-bit tag (pointer bits 56..59) that its 16-byte granules carry too;
+ * a load or store whose pointer tag differs from the memory's faults (SIGSEGV,
+ * si_code SEGV_MTESERR in synchronous mode). Elsewhere (x86-64, no MTE) every
+ * function below is a stub: aeth_mte_enable fails and nothing else is called.
+ *
+ * aeth_mte_enable(mode): 1 synchronous, 2 asynchronous checks. Sets the
+ *   calling thread's tagged-address control (prctl), which threads created
+ *   afterwards inherit. 0 on success, -1 without MTE or when refused.
+ * aeth_mte_protect: adds PROT_MTE to a read-write anonymous mapping.
+ * aeth_mte_tag_of: the memory tag of the granule at p (ldg).
+ * aeth_mte_tag_block: picks a random tag not in `exclude` (a 16-bit mask of
+ *   tags; irg), stores it in every granule of [p, p+bytes) and zeroes them
+ *   (stzg); returns p with that tag in bits 56..59.
+ * aeth_mte_untag_block: the same with tag 0 (zeroes too). */
+#define AETH_MTE_TAG_SHIFT 56
+/* 0: tagging off; 1 or 2: the mode aeth_mte_enable turned on. */
+extern AETH_HIDDEN int aeth_mte_mode;
+static inline int aeth_mte_active(void) { return __atomic_load_n(&aeth_mte_mode, __ATOMIC_RELAXED); }
+int aeth_mte_enable(int mode);
+int aeth_mte_protect(void *p, size_t bytes);
+unsigned aeth_mte_tag_of(const void *p);
+void *aeth_mte_tag_block(void *p, size_t bytes, uint64_t exclude);
+void aeth_mte_untag_block(void *p, size_t bytes);
+
 /* ---- glibc's introspection structs (malloc.h), under our own names --------- */
 /* Same layout as glibc's `struct mallinfo2` and `struct mallinfo`: the
  * exported mallinfo2()/mallinfo() return them by value. */
