@@ -27,7 +27,9 @@
 //   after free faults.
 // - Large blocks have a PROT_NONE guard page right after their last page and
 //   one between their header page and their data.
-// - Memory tagging (aarch64 with MTE, AETHALLOC_MTE unless 0): segments are
+// - Memory tagging (aarch64 with MTE, AETHALLOC_MTE=sync or async; off by
+//   default until the multi-threaded failure seen under qemu is explained,
+//   README "ARM machines"): segments are
 //   mapped with PROT_MTE; a small block leaves with a random tag in pointer
 //   bits 56..59 that its granules carry too, never 0 (free blocks and
 //   metadata), never its left or right neighbour's tag and never the tag it
@@ -121,8 +123,9 @@ enum Hardening {
         return RawPointer(bitPattern: UInt(bitPattern: p) & ~(UInt(15) << UInt(OS.tagShift))).unsafelyUnwrapped
     }
 
-    /// At initialisation (Runtime): turns tag checks on unless AETHALLOC_MTE=0,
-    /// where the CPU has MTE. Without it the software checks above remain.
+    /// At initialisation (Runtime): turns tag checks on with AETHALLOC_MTE=sync
+    /// or async, where the CPU has MTE. Without it the software checks above
+    /// remain.
     static func startTagging() {
         if !Variant.hardened || !OS.canTagMemory { return }
         let mode = Options.memoryTaggingMode()
