@@ -17,35 +17,42 @@
 // are packages of their own, Tests/packages/hosted-*: all test targets of a
 // package link into one test binary, where two hosted cores would define the
 // same C symbols and share the one C shim's storage.
+import Foundation
 import PackageDescription
+
+/// x86-64 only: `cmpxchg16b` for the 16-byte CAS of the tagged stacks
+/// (aarch64 has `ldaxp/stlxp` and `casp` without a flag; variants/build-aarch64).
+#if arch(x86_64)
+let cx16: [String] = ["-mcx16"]
+#else
+let cx16: [String] = []
+#endif
+let swiftCX16 = cx16.flatMap { ["-Xcc", $0] }
 
 /// Settings shared by every Embedded variant target.
 let embeddedSwift: [SwiftSetting] = [
     .enableExperimentalFeature("Embedded"),
-    .unsafeFlags(["-wmo", "-Xcc", "-mcx16"]),
+    .unsafeFlags(["-wmo"] + swiftCX16),
 ]
 
-/// The libc names bound to the core's own exported entry points.
-let cAliases: [String] = [
-    "malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc",
-    "posix_memalign", "memalign", "valloc", "pvalloc", "malloc_usable_size",
-    "free_sized", "free_aligned_sized", "cfree", "malloc_trim",
-    "mallinfo2", "mallinfo", "malloc_stats", "malloc_info", "mallopt",
-    "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc",
-    "__libc_memalign", "__libc_valloc", "__libc_pvalloc", "__posix_memalign",
-]
-
-let cAliasTargets: [String: String] = [
-    "cfree": "aethalloc_free", "__libc_malloc": "aethalloc_malloc", "__libc_free": "aethalloc_free",
-    "__libc_calloc": "aethalloc_calloc", "__libc_realloc": "aethalloc_realloc",
-    "__libc_memalign": "aethalloc_memalign", "__libc_valloc": "aethalloc_valloc",
-    "__libc_pvalloc": "aethalloc_pvalloc", "__posix_memalign": "aethalloc_posix_memalign",
-]
+/// The libc names bound to the core's own exported entry points, as
+/// (libc name, core symbol): variants/c-aliases, the list's one home (the
+/// aarch64 build and the export tests read it too).
+let cAliases: [(name: String, target: String)] = {
+    let path = "\(Context.packageDirectory)/variants/c-aliases"
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+        fatalError("cannot read \(path)")
+    }
+    return text.split(separator: "\n").compactMap { line in
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        guard let name = fields.first, !name.hasPrefix("#") else { return nil }
+        return (name, fields.count > 1 ? fields[1] : "aethalloc_\(name)")
+    }
+}()
 
 func variantLinkerSettings() -> [LinkerSetting] {
     var flags: [String] = ["-use-ld=lld", "-Xlinker", "--version-script=\(Context.packageDirectory)/variants/exports.map"]
-    for name in cAliases {
-        let target = cAliasTargets[name] ?? "aethalloc_\(name)"
+    for (name, target) in cAliases {
         flags += ["-Xlinker", "--defsym=\(name)=\(target)"]
     }
     // Release libraries carry no DWARF: valgrind 3.19 cannot read the DWARF 5
@@ -73,7 +80,7 @@ let package = Package(
     targets: [
         .target(
             name: "CAethAlloc", dependencies: ["CAethAllocStatsFormat"], path: "Sources/CAethAlloc",
-            cSettings: [.unsafeFlags(["-mcx16"])]),
+            cSettings: [.unsafeFlags(cx16)]),
         // The layout of the per-process statistics file, shared by the
         // metrics variant (writer) and aethalloc-cli (reader).
         .target(name: "CAethAllocStatsFormat", path: "Sources/CAethAllocStatsFormat"),
@@ -88,7 +95,7 @@ let package = Package(
         // The same core in normal Swift, for white-box tests.
         .target(
             name: "AethAllocHosted", dependencies: ["CAethAlloc"], path: "variants/hosted",
-            swiftSettings: [.unsafeFlags(["-Xcc", "-mcx16"])]),
+            swiftSettings: [.unsafeFlags(swiftCX16)]),
         .testTarget(
             name: "AethAllocTests", dependencies: ["AethAllocHosted"], path: "Tests/AethAllocTests",
             swiftSettings: [.swiftLanguageMode(.v5)]),

@@ -37,8 +37,7 @@ enum Allocator {
         let tc = ThreadCache.current
         if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
             Stats.allocated(tc, c)
-            Hardening.handOut(p)
-            return p
+            return Hardening.handOut(p, sizeClass: c)
         }
         return allocateSlow(n, c)
     }
@@ -90,9 +89,9 @@ enum Allocator {
         guard let p = ThreadCache.allocate(c) ?? (releaseForRetry() ? ThreadCache.allocate(c) : nil) else {
             return outOfMemory()
         }
-        Hardening.handOut(p)
+        let q = Hardening.handOut(p, sizeClass: c)
         OS.errno = saved
-        return p
+        return q
     }
 
     /// The OS refused memory: give back what malloc_trim would (cached
@@ -118,15 +117,17 @@ enum Allocator {
     // keeps its segment mapped, so nothing writes that byte meanwhile, and
     // `cmpb` on memory saves the load-then-compare of an atomic load.
     @inline(__always)
-    static func deallocate(_ p: RawPointer?) {
-        guard let p else { return }
+    static func deallocate(_ pointer: RawPointer?) {
+        guard let pointer else { return }
+        // Hardened on aarch64: the address without a memory tag.
+        let p = Hardening.stripTag(pointer)
         let a = UInt(bitPattern: p)
         let chunk = a &>> UInt(Tuning.segmentShift)
         if a & 15 == 0 && chunk < UInt(OS.segmentMapEntries) && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
             let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
             let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
             if c < SizeClass.count {
-                Hardening.takeBack(p, sizeClass: c, operation: "free")
+                Hardening.takeBack(pointer, sizeClass: c, operation: "free")
                 let tc = ThreadCache.current
                 if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
                     Stats.freed(tc, c)
@@ -135,7 +136,7 @@ enum Allocator {
                 return deallocateToFullCache(p, c)
             }
         }
-        deallocateSlow(p)
+        deallocateSlow(pointer)
     }
 
     @inline(never)
@@ -147,11 +148,12 @@ enum Allocator {
 
     /// Large blocks and everything the fast path rejected.
     @inline(never)
-    static func deallocateSlow(_ p: RawPointer) {
+    static func deallocateSlow(_ pointer: RawPointer) {
         let saved = OS.errno
-        switch classify(p, operation: "free") {
+        let p = Hardening.stripTag(pointer)
+        switch classify(pointer, operation: "free") {
         case .small(let c):
-            Hardening.takeBack(p, sizeClass: c, operation: "free")
+            Hardening.takeBack(pointer, sizeClass: c, operation: "free")
             ThreadCache.deallocate(p, c)
         case .medium(let page):
             Medium.deallocate(p, page)
@@ -163,23 +165,25 @@ enum Allocator {
         OS.errno = saved
     }
 
-    /// What `p` is, or a one-line message and abort if it is not a block we
-    /// handed out (as far as address arithmetic can tell).
-    static func classify(_ p: RawPointer, operation: StaticString) -> BlockKind {
+    /// What `pointer` is, or a one-line message and abort if it is not a
+    /// block we handed out (as far as address arithmetic can tell). The
+    /// message names the pointer as the program passed it (tag included).
+    static func classify(_ pointer: RawPointer, operation: StaticString) -> BlockKind {
+        let p = Hardening.stripTag(pointer)
         let a = UInt(bitPattern: p)
-        if a & 15 != 0 { Diagnostics.invalidPointer(p, operation: operation, reason: "misaligned: not a block start") }
+        if a & 15 != 0 { Diagnostics.invalidPointer(pointer, operation: operation, reason: "misaligned: not a block start") }
         guard let base = Segment.owner(of: p) else {
-            Diagnostics.invalidPointer(p, operation: operation, reason: "not allocated by AethAlloc")
+            Diagnostics.invalidPointer(pointer, operation: operation, reason: "not allocated by AethAlloc")
         }
         let mark = Segment.sliceClass(base, 0)
         if mark == SizeClass.markLarge { return .large(base: base) }
         if mark != SizeClass.markHeader || Segment.kind(base) != SegmentHeader.kindSmall {
-            Diagnostics.invalidPointer(p, operation: operation, reason: "corrupted allocator metadata")
+            Diagnostics.invalidPointer(pointer, operation: operation, reason: "corrupted allocator metadata")
         }
         let slice = Segment.sliceClass(base, Segment.sliceIndex(of: p))
         if Int(slice) < SizeClass.count { return .small(sizeClass: Int(slice)) }
         if slice == SizeClass.markMedium { return .medium(page: Medium.page(of: p, in: base, operation: operation)) }
-        Diagnostics.invalidPointer(p, operation: operation, reason: "not inside a live page")
+        Diagnostics.invalidPointer(pointer, operation: operation, reason: "not inside a live page")
     }
 
     // ---- the rest of the family -------------------------------------------------
@@ -191,7 +195,7 @@ enum Allocator {
             return allocateAboveClasses(size: Int(bitPattern: total), alignment: 16, zeroed: true)
         }
         guard let p = allocate(total) else { return nil }
-        OS.zero(p, bytes: Int(bitPattern: total))
+        if !Hardening.handsOutZeroed { OS.zero(p, bytes: Int(bitPattern: total)) }
         return p
     }
 

@@ -23,7 +23,7 @@ struct MetadataArena: ~Copyable {
         defer { Lock.release(lockWord) }
         if a.pointee.cursor == 0 || a.pointee.end - a.pointee.cursor < size {
             let chunk = max(Tuning.arenaChunkBytes, Int(size))
-            guard let p = OS.mapAligned(bytes: chunk, alignment: Tuning.osPageBytes) else { return nil }
+            guard let p = OS.mapAligned(bytes: chunk, alignment: OS.pageBytes) else { return nil }
             Stats.metadataMapped(bytes: chunk)
             a.pointee.mappedBytes += chunk
             a.pointee.cursor = UInt(bitPattern: p)

@@ -78,13 +78,13 @@ public func aethalloc_memalign(_ alignment: UInt, _ size: UInt) -> UnsafeMutable
 
 @c(aethalloc_valloc)
 public func aethalloc_valloc(_ size: UInt) -> UnsafeMutableRawPointer? {
-    Allocator.allocateAligned(UInt(Tuning.osPageBytes), size)
+    Allocator.allocateAligned(UInt(OS.pageBytes), size)
 }
 
 /// glibc: the size is rounded up to whole pages (pvalloc(0) is one page).
 @c(aethalloc_pvalloc)
 public func aethalloc_pvalloc(_ size: UInt) -> UnsafeMutableRawPointer? {
-    let page = UInt(Tuning.osPageBytes)
+    let page = UInt(OS.pageBytes)
     if size > Allocator.maxRequest - page {
         OS.errno = OS.ENOMEM
         return nil

@@ -74,9 +74,9 @@ enum Large {
 
     /// Mapping size for `size` bytes at `userOffset`, or nil on overflow.
     static func mappedBytes(size: Int, userOffset: Int) -> Int? {
-        let (total, o1) = size.addingReportingOverflow(userOffset + Tuning.osPageBytes - 1)
+        let (total, o1) = size.addingReportingOverflow(userOffset + OS.pageBytes - 1)
         if o1 || total > Int.max / 2 { return nil }
-        return total & ~(Tuning.osPageBytes - 1)
+        return total & ~(OS.pageBytes - 1)
     }
 
     /// A large block of `size` bytes aligned to `alignment` (power of two).
@@ -231,7 +231,7 @@ enum Large {
         // does not make a syscall per step.
         let headroom = mapped / 4
         if needed - mapped < headroom {
-            needed = (mapped + headroom + Tuning.osPageBytes - 1) & ~(Tuning.osPageBytes - 1)
+            needed = (mapped + headroom + OS.pageBytes - 1) & ~(OS.pageBytes - 1)
         }
         // The hardened variant's guard pages split the mapping into several
         // VMAs, as does assembling a span from cached ones, and mremap works

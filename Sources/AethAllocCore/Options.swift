@@ -15,6 +15,11 @@
 //                              the effective options at start-up
 //   AETHALLOC_BACKGROUND       auto (default), 1, 0: the background reclaimer
 //                              (Reclaim.swift); 0 keeps the inline policy
+//   AETHALLOC_MTE              0 (default), sync (also 1), async: memory
+//                              tagging in the hardened variant on aarch64 with
+//                              MTE (Hardening.swift; opt-in while a
+//                              multi-threaded failure under emulation is open,
+//                              README "ARM machines"); read by startTagging
 //
 // Every variable is parsed whole. A malformed or out-of-range value gets one
 // line on stderr naming the variable, the value and what is accepted, and
@@ -80,6 +85,17 @@ enum Options {
         if let v = parseBoolean(raw) { return v ? .always : .off }
         complain("AETHALLOC_BACKGROUND", raw, accepted: "auto, 1 or 0", usingDecimal: nil, orWord: "auto")
         return fallback
+    }
+
+    /// AETHALLOC_MTE: 0 off (the default; also false, no), 1 synchronous
+    /// (sync, true, yes), 2 asynchronous (async).
+    static func memoryTaggingMode() -> Int {
+        guard let raw = OS.environment("AETHALLOC_MTE") else { return 0 }
+        if equalsIgnoringCase(raw, "sync") { return 1 }
+        if equalsIgnoringCase(raw, "async") { return 2 }
+        if let v = parseBoolean(raw) { return v ? 1 : 0 }
+        complain("AETHALLOC_MTE", raw, accepted: "sync, async or 0", usingDecimal: nil, orWord: "0")
+        return 0
     }
 
     /// 1/true/yes or 0/false/no (any case); unset is false.
@@ -181,12 +197,14 @@ enum Options {
         isName(entry, "AETHALLOC_PURGE_DELAY_MS") || isName(entry, "AETHALLOC_DIRTY_PERCENT")
             || isName(entry, "AETHALLOC_STATS") || isName(entry, "AETHALLOC_STATS_DIR")
             || isName(entry, "AETHALLOC_VERBOSE") || isName(entry, "AETHALLOC_BACKGROUND")
+            || isName(entry, "AETHALLOC_MTE")
             // Tools and tests:
             || isName(entry, "AETHALLOC_LIB_DIR") || isName(entry, "AETHALLOC_KEEP_TEST_FILES")
             || isName(entry, "AETHALLOC_SOAK_SECONDS") || isName(entry, "AETHALLOC_SOAK_THREADS")
             || isName(entry, "AETHALLOC_FUZZ_SECONDS") || isName(entry, "AETHALLOC_FUZZ_SEEDS")
             || isName(entry, "AETHALLOC_FUZZ_ITERATIONS") || isName(entry, "AETHALLOC_REDIS_REQUESTS")
             || isName(entry, "AETHALLOC_PYTHON_TESTS")
+            || isName(entry, "AETHALLOC_AARCH64_LIB_DIR") || isName(entry, "AETHALLOC_AARCH64_OUT")
     }
 
     /// Whether "NAME=value" entry `entry` is variable `name`.

@@ -26,6 +26,18 @@ enum FaultKind: Int {
 }
 
 enum OS {
+    // ---- the machine (aeth_platform.h, "the architecture") ---------------------
+
+    /// The OS page size: getauxval(AT_PAGESZ), read once (4 KiB on x86-64;
+    /// 4, 16 or 64 KiB on aarch64). Slow paths only.
+    static var pageBytes: Int { aeth_page_bytes() }
+    /// User-space addresses are below 2^userAddressBits (47 on x86-64, 48
+    /// on aarch64); the segment map covers exactly that range.
+    @inline(__always) static var userAddressBits: Int { Int(AETH_USER_ADDRESS_BITS) }
+    /// log2 of the segment size; defined in the shim, which sizes the
+    /// segment map with it (Tuning.segmentShift reads it here).
+    @inline(__always) static var segmentShift: Int { Int(AETH_SEGMENT_SHIFT) }
+
     // ---- virtual memory ------------------------------------------------------
 
     /// Maps `bytes` of read-write memory aligned to `alignment` (a power of
@@ -33,8 +45,8 @@ enum OS {
     /// that fails leaves that end mapped and unused (a leak of address space,
     /// never of ownership). Nil when the OS refuses.
     static func mapAligned(bytes: Int, alignment: Int) -> RawPointer? {
-        if alignment <= Tuning.osPageBytes { return map(bytes: bytes) }
-        let (total, overflow) = bytes.addingReportingOverflow(alignment - Tuning.osPageBytes)
+        if alignment <= pageBytes { return map(bytes: bytes) }
+        let (total, overflow) = bytes.addingReportingOverflow(alignment - pageBytes)
         if overflow { return nil }
         guard let raw = map(bytes: total) else { return nil }
         let start = UInt(bitPattern: raw)
@@ -112,6 +124,37 @@ enum OS {
     static var peakBytesMapped: Int { Int(truncatingIfNeeded: aeth_counted_peak()) }
     static var bytesReturned: Int { Int(truncatingIfNeeded: aeth_counted_returned()) }
 
+    // ---- memory tagging (aarch64 MTE; aeth_platform.h) ----------------------------
+
+    /// Whether this build can tag memory at all: aarch64 only. A compile-time
+    /// constant, so the x86-64 libraries carry no tagging branch.
+    #if arch(arm64)
+    static let canTagMemory = true
+    #else
+    static let canTagMemory = false
+    #endif
+    /// Bits 56..59 of a pointer hold its tag.
+    static let tagShift = 56
+    /// Turns tag checks on for this thread and those it creates
+    /// (prctl(PR_SET_TAGGED_ADDR_CTRL)); false without MTE or when refused.
+    static func enableMemoryTagging(asynchronous: Bool) -> Bool { aeth_mte_enable(asynchronous ? 2 : 1) == 0 }
+    /// Whether enableMemoryTagging succeeded in this process.
+    @inline(__always) static var memoryTaggingActive: Bool { canTagMemory && aeth_mte_active() != 0 }
+    /// mprotect(PROT_READ | PROT_WRITE | PROT_MTE); false when the OS refused.
+    static func allowTags(_ p: RawPointer, bytes: Int) -> Bool {
+        if FaultPlan.fails(.mprotect) { return false }
+        return aeth_mte_protect(p, bytes) == 0
+    }
+    /// The memory tag of the 16-byte granule at `p` (ldg).
+    static func memoryTag(of p: RawPointer) -> UInt { UInt(aeth_mte_tag_of(p)) }
+    /// Gives `bytes` at `p` a random tag outside the 16-bit mask `excluding`
+    /// and zeroes them; returns `p` carrying that tag.
+    static func tagAndZero(_ p: RawPointer, bytes: Int, excluding: UInt64) -> RawPointer {
+        aeth_mte_tag_block(p, bytes, excluding).unsafelyUnwrapped
+    }
+    /// Gives `bytes` at `p` tag 0 and zeroes them.
+    static func untagAndZero(_ p: RawPointer, bytes: Int) { aeth_mte_untag_block(p, bytes) }
+
     // ---- memory primitives (no OS call; here so the shim has one door) --------
 
     @inline(__always) static func zero(_ p: RawPointer, bytes: Int) { aeth_memset(p, 0, bytes) }
@@ -125,7 +168,8 @@ enum OS {
     @inline(__always) static var rootStorageBytes: Int { aeth_root_bytes() }
     /// The segment map: a byte per 4 MiB chunk of the address space.
     @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { aeth_segment_map_ptr() }
-    static var segmentMapEntries: Int { Int(AETH_SEGMENT_MAP_ENTRIES) }
+    /// AETH_SEGMENT_MAP_ENTRIES (a macro Swift cannot import), from the same two numbers.
+    @inline(__always) static var segmentMapEntries: Int { 1 << (userAddressBits - segmentShift) }
 
     // ---- thread-local state ----------------------------------------------------
 

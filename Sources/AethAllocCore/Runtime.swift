@@ -23,15 +23,26 @@ enum Runtime {
         let state = Globals.process
         if Globals.initState.pointee.compareExchange(expected: uninitialized, desired: initializing, ordering: .acquiring).exchanged {
             Globals.checkLayout()
+            if !pageSizeFits { Diagnostics.fatal("the OS page size is larger than 64 KiB: not supported") }
             fillClassTables()
             Options.load()
             Hardening.loadSecret()
+            Hardening.startTagging()
             guard let key = OS.createThreadKey() else { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key
             Globals.initState.pointee.store(ready, ordering: .releasing)
             return
         }
         while Globals.initState.pointee.load(ordering: .acquiring) != ready { OS.yield() }
+    }
+
+    /// Segments are purged and guarded in whole slices and mapped aligned to
+    /// their size (Tuning.swift, "address space"): that holds for any page
+    /// size that divides a slice, which every Linux page size (4, 16, 64 KiB)
+    /// does.
+    static var pageSizeFits: Bool {
+        let page = OS.pageBytes
+        return page > 0 && page & (page - 1) == 0 && Tuning.sliceBytes % page == 0
     }
 
     private static func fillClassTables() {

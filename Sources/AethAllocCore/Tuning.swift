@@ -7,17 +7,26 @@
 enum Tuning {
     // ---- address space ---------------------------------------------------
     /// Small blocks live in segments: 4 MiB, aligned to 4 MiB, so a block's
-    /// segment is its address with the low bits cleared.
-    static let segmentShift = 22
-    static let segmentBytes = 1 << segmentShift
+    /// segment is its address with the low bits cleared. The shift is defined
+    /// once, in the C shim (AETH_SEGMENT_SHIFT), which sizes the segment map
+    /// from it and the architecture's user address bits (`OS.userAddressBits`).
+    @inline(__always) static var segmentShift: Int { OS.segmentShift }
+    @inline(__always) static var segmentBytes: Int { 1 << segmentShift }
     /// A segment is cut into 64 KiB slices; a page is a run of slices.
+    ///
+    /// The OS page size is read at run time (`OS.pageBytes`: 4 KiB on
+    /// x86-64; 4, 16 or 64 KiB on aarch64). Everything the allocator gives
+    /// back to or protects with the OS inside a segment is whole slices
+    /// (purge, unmap of a segment), and a slice is a multiple of every page
+    /// size Linux has, so segments work unchanged on every kernel. What is
+    /// not whole slices uses `OS.pageBytes`: large mappings are rounded to
+    /// it, their guard pages and trims are page-sized, valloc/pvalloc align
+    /// to it, and the hardened segment guard is one page at the end of the
+    /// metadata slice (Hardening.swift). `Runtime.initializeSlow` refuses to
+    /// start on a page larger than a slice (`pageSizeFits`).
     static let sliceShift = 16
     static let sliceBytes = 1 << sliceShift
-    static let slicesPerSegment = segmentBytes >> sliceShift  // 64
-    /// User-space addresses on x86-64 Linux (4-level paging) have 47 bits.
-    /// Anything above is not ours.
-    static let addressBits = 47
-    static let osPageBytes = 4096
+    @inline(__always) static var slicesPerSegment: Int { segmentBytes >> sliceShift }  // 64
 
     // ---- size classes ----------------------------------------------------
     /// The largest request served from a size class; larger ones are mapped.

@@ -17,6 +17,14 @@ __thread void *aeth_tls_cache __attribute__((tls_model("initial-exec"))) = (void
 __thread uintptr_t aeth_tls_state __attribute__((tls_model("initial-exec")));
 
 unsigned char aeth_segment_map[AETH_SEGMENT_MAP_ENTRIES] __attribute__((aligned(4096)));
+size_t aeth_page_bytes_cache;
+
+size_t aeth_page_bytes_load(void) {
+    size_t p = (size_t)getauxval(AT_PAGESZ);
+    if (p == 0) p = (size_t)sysconf(_SC_PAGESIZE);
+    __atomic_store_n(&aeth_page_bytes_cache, p, __ATOMIC_RELAXED);
+    return p;
+}
 aeth_os_counters aeth_os_counts;
 unsigned char aeth_root_storage[AETH_ROOT_BYTES] __attribute__((aligned(4096)));
 
@@ -241,3 +249,60 @@ uint64_t aeth_fault_injected(int kind) {
 
 uint64_t aeth_test_clock_get(void) { return __atomic_load_n(&aeth_test_clock_ms, __ATOMIC_RELAXED); }
 void aeth_test_clock_set(uint64_t ms) { __atomic_store_n(&aeth_test_clock_ms, ms, __ATOMIC_RELAXED); }
+
+/* ---- memory tagging (see the header) ---------------------------------------- */
+int aeth_mte_mode;
+#if defined(__aarch64__)
+/* Values from the kernel's uapi headers (Documentation/arch/arm64/
+ * memory-tagging-extension.rst), spelled out so older headers build too. */
+#define AETH_HWCAP2_MTE (1UL << 18)
+#define AETH_PROT_MTE 0x20
+#define AETH_PR_SET_TAGGED_ADDR_CTRL 55
+#define AETH_PR_TAGGED_ADDR_ENABLE (1UL << 0)
+#define AETH_PR_MTE_TCF_SYNC (1UL << 1)
+#define AETH_PR_MTE_TCF_ASYNC (1UL << 2)
+#define AETH_PR_MTE_TAG_SHIFT 3
+/* Only these functions use MTE instructions; the rest stays ARMv8.0. */
+#define AETH_MEMTAG __attribute__((target("arch=armv8.5-a+memtag")))
+
+int aeth_mte_enable(int mode) {
+    if ((getauxval(AT_HWCAP2) & AETH_HWCAP2_MTE) == 0) return -1;
+    unsigned long tcf = mode == 2 ? AETH_PR_MTE_TCF_ASYNC : AETH_PR_MTE_TCF_SYNC;
+    /* irg may pick any tag but 0 (0xfffe: tags 1..15 allowed). */
+    unsigned long ctrl = AETH_PR_TAGGED_ADDR_ENABLE | tcf | (0xfffeUL << AETH_PR_MTE_TAG_SHIFT);
+    if (prctl(AETH_PR_SET_TAGGED_ADDR_CTRL, ctrl, 0, 0, 0) != 0) return -1;
+    __atomic_store_n(&aeth_mte_mode, mode == 2 ? 2 : 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int aeth_mte_protect(void *p, size_t bytes) { return mprotect(p, bytes, PROT_READ | PROT_WRITE | AETH_PROT_MTE); }
+
+AETH_MEMTAG unsigned aeth_mte_tag_of(const void *p) {
+    uintptr_t q = (uintptr_t)p;
+    __asm__ volatile("ldg %0, [%0]" : "+r"(q) : : "memory");
+    return (unsigned)(q >> AETH_MTE_TAG_SHIFT) & 15u;
+}
+
+AETH_MEMTAG static void aeth_mte_store_zero(uintptr_t tagged, size_t bytes) {
+    for (size_t off = 0; off < bytes; off += 16) {
+        __asm__ volatile("stzg %0, [%0]" : : "r"(tagged + off) : "memory");
+    }
+}
+
+AETH_MEMTAG void *aeth_mte_tag_block(void *p, size_t bytes, uint64_t exclude) {
+    uintptr_t tagged;
+    __asm__ volatile("irg %0, %1, %2" : "=r"(tagged) : "r"(p), "r"(exclude));
+    aeth_mte_store_zero(tagged, bytes);
+    return (void *)tagged;
+}
+
+void aeth_mte_untag_block(void *p, size_t bytes) {
+    aeth_mte_store_zero((uintptr_t)p & ~(15UL << AETH_MTE_TAG_SHIFT), bytes);
+}
+#else
+int aeth_mte_enable(int mode) { (void)mode; return -1; }
+int aeth_mte_protect(void *p, size_t bytes) { (void)p; (void)bytes; return -1; }
+unsigned aeth_mte_tag_of(const void *p) { (void)p; return 0; }
+void *aeth_mte_tag_block(void *p, size_t bytes, uint64_t exclude) { (void)bytes; (void)exclude; return p; }
+void aeth_mte_untag_block(void *p, size_t bytes) { (void)p; (void)bytes; }
+#endif

@@ -236,8 +236,8 @@ func isGuardPage(_ p: UnsafeMutableRawPointer) -> Bool {
         let p = try #require(Allocator.allocate(UInt(size)))
         let base = try #require(Segment.owner(of: p))
         let h = Large.header(base).pointee
-        #expect(isGuardPage(p - Tuning.osPageBytes), "no guard page before the data")
-        #expect(isGuardPage(base + (h.mappedBytes - Tuning.osPageBytes)), "no guard page after the data")
+        #expect(isGuardPage(p - OS.pageBytes), "no guard page before the data")
+        #expect(isGuardPage(base + (h.mappedBytes - OS.pageBytes)), "no guard page after the data")
         Allocator.deallocate(p)
     }
 }

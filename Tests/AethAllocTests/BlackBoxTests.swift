@@ -75,14 +75,21 @@ struct BlackBoxTests {
         }
     }
 
-    /// The glibc malloc family, exported by every variant with glibc's semantics.
-    static let mallocFamily: Set<String> = [
-        "malloc", "free", "calloc", "realloc", "reallocarray", "aligned_alloc", "posix_memalign", "memalign",
-        "valloc", "pvalloc", "malloc_usable_size", "free_sized", "free_aligned_sized", "cfree", "malloc_trim",
-        "mallinfo2", "mallinfo", "malloc_stats", "malloc_info", "mallopt",
-        "__libc_malloc", "__libc_free", "__libc_calloc", "__libc_realloc", "__libc_memalign", "__libc_valloc",
-        "__libc_pvalloc", "__posix_memalign",
-    ]
+    /// The glibc malloc family, exported by every variant with glibc's
+    /// semantics: the libc names of variants/c-aliases, the list both builds
+    /// link with.
+    static func mallocFamily() throws -> Set<String> {
+        let list = BBPaths.packageRoot.appendingPathComponent("variants/c-aliases")
+        let text = try String(contentsOf: list, encoding: .utf8)
+        let names = text.split(separator: "\n").compactMap { line -> String? in
+            guard let name = line.split(separator: " ").first, !name.hasPrefix("#") else { return nil }
+            return String(name)
+        }
+        guard names.contains("malloc") && names.contains("free") else {
+            throw BBFailure("\(list.path) does not list malloc and free (parsed: \(names))")
+        }
+        return Set(names)
+    }
 
     /// The functions declared in the public header include/aethalloc.h
     /// (aethalloc_variant, the metrics API, ...).
@@ -115,7 +122,7 @@ struct BlackBoxTests {
         guard declared.contains("aethalloc_variant") else {
             throw BBFailure("include/aethalloc.h does not declare aethalloc_variant (parsed: \(declared.sorted()))")
         }
-        return mallocFamily.union(declared)
+        return try mallocFamily().union(declared)
     }
 
     @Test(
@@ -124,7 +131,14 @@ struct BlackBoxTests {
     func exportsExactlyTheCAPI(_ variant: BBVariant) async throws {
         let library = try variant.libraryPath()
         let result = try await BBProcess.run("nm", ["-D", "--defined-only", library])
-        try #require(result.succeeded, "nm failed\n\(result.report)")
+        try Self.expectExactlyTheCAPI(nmDefinedOutput: result)
+    }
+
+    /// Checks the output of `nm -D --defined-only <library>` (any target's
+    /// nm): no Swift symbols, and exactly the malloc family plus the public
+    /// header's functions, each once.
+    static func expectExactlyTheCAPI(nmDefinedOutput result: BBProcessOutput, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try #require(result.succeeded, "nm failed\n\(result.report)", sourceLocation: sourceLocation)
         var names: [String] = []
         for line in result.stdoutLines where !line.isEmpty {
             // "<address> <type> <name>[@version]"
@@ -135,16 +149,17 @@ struct BlackBoxTests {
             names.append(name)
         }
         let swiftish = names.filter { $0.contains("swift_") || $0.hasPrefix("$s") || $0.hasPrefix("$e") || $0.hasPrefix("_$s") }
-        #expect(swiftish.isEmpty, "Swift symbols exported: \(swiftish.sorted())")
+        #expect(swiftish.isEmpty, "Swift symbols exported: \(swiftish.sorted())", sourceLocation: sourceLocation)
         let exported = Set(names)
         let expected = try Self.exportedNames()
         let missing = expected.subtracting(exported).sorted()
         let extra = exported.subtracting(expected).sorted()
         #expect(
             missing.isEmpty && extra.isEmpty,
-            "exports differ from the malloc family plus include/aethalloc.h: missing \(missing), unexpected \(extra)\n\(result.stdoutText)"
+            "exports differ from the malloc family plus include/aethalloc.h: missing \(missing), unexpected \(extra)\n\(result.stdoutText)",
+            sourceLocation: sourceLocation
         )
-        #expect(names.count == exported.count, "some names exported more than once:\n\(result.stdoutText)")
+        #expect(names.count == exported.count, "some names exported more than once:\n\(result.stdoutText)", sourceLocation: sourceLocation)
     }
 
     @Test(

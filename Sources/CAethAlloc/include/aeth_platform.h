@@ -52,10 +52,46 @@ extern AETH_HIDDEN unsigned char aeth_root_storage[AETH_ROOT_BYTES];
 static inline void *aeth_root(void) { return aeth_root_storage; }
 static inline size_t aeth_root_bytes(void) { return AETH_ROOT_BYTES; }
 
-/* The segment map: one byte per 4 MiB of the 47-bit address space (32 MiB of
- * zero BSS; only the bytes covering our own mappings are ever touched).
+/* ---- the architecture ------------------------------------------------------- */
+/* Everything the core assumes about the machine is here, one definition each.
+ *
+ * AETH_USER_ADDRESS_BITS: user-space addresses are below 2^bits. x86-64
+ * Linux with 4-level paging: 47. aarch64 Linux: 48 (the largest user VA
+ * without asking for 52-bit addresses with an mmap hint, which the allocator
+ * never does; kernels configured with 39, 42 or 47 bits only give lower
+ * addresses). Anything above is not ours.
+ * aeth_cpu_relax: the spin-wait hint. x86-64: pause. aarch64: isb, which
+ * (unlike yield, a no-op on most cores) really stalls the pipeline for a
+ * short while, as Rust's spin_loop does. */
+#if defined(__x86_64__)
+#define AETH_USER_ADDRESS_BITS 47
+static inline void aeth_cpu_relax(void) { __builtin_ia32_pause(); }
+#elif defined(__aarch64__)
+#define AETH_USER_ADDRESS_BITS 48
+static inline void aeth_cpu_relax(void) { __asm__ __volatile__("isb sy" ::: "memory"); }
+#else
+#error "AethAlloc supports x86-64 and aarch64 Linux: add the architecture here"
+#endif
+
+/* Segments are 2^AETH_SEGMENT_SHIFT bytes (4 MiB), aligned to their size.
+ * The one definition: Tuning.segmentShift reads it through Platform.swift,
+ * and the segment map below is sized from it. */
+#define AETH_SEGMENT_SHIFT 22
+
+/* The OS page size, from getauxval(AT_PAGESZ) (4, 16 or 64 KiB on aarch64),
+ * read once. Neither getauxval nor the cache allocate. */
+extern AETH_HIDDEN size_t aeth_page_bytes_cache;
+size_t aeth_page_bytes_load(void);
+static inline size_t aeth_page_bytes(void) {
+    size_t p = __atomic_load_n(&aeth_page_bytes_cache, __ATOMIC_RELAXED);
+    return p != 0 ? p : aeth_page_bytes_load();
+}
+
+/* The segment map: one byte per segment-sized chunk of the user address
+ * space (x86-64: 2^25 bytes = 32 MiB of zero BSS; aarch64: 64 MiB; only the
+ * bytes covering our own mappings are ever touched).
  * 0: not ours. k > 0: an AethAlloc header lies k-1 chunks below this one. */
-#define AETH_SEGMENT_MAP_ENTRIES (1UL << 25)
+#define AETH_SEGMENT_MAP_ENTRIES (1UL << (AETH_USER_ADDRESS_BITS - AETH_SEGMENT_SHIFT))
 extern AETH_HIDDEN unsigned char aeth_segment_map[AETH_SEGMENT_MAP_ENTRIES];
 static inline unsigned char *aeth_segment_map_ptr(void) { return aeth_segment_map; }
 
@@ -85,6 +121,33 @@ void *aeth_mremap_inplace(void *p, size_t old_bytes, size_t new_bytes);
 void *aeth_mremap_to(void *p, size_t old_bytes, size_t new_bytes, void *target);
 /* 8 random bytes from the kernel's AT_RANDOM auxiliary vector (no syscall). */
 uint64_t aeth_random_word(void);
+
+/* ---- memory tagging (aarch64 MTE; the hardened variant) ------------------------
+ * Where the CPU has MTE and the kernel lets the process enable it, the
+ * hardened variant maps segments with PROT_MTE and gives every small block a
+ * random 4-bit tag (pointer bits 56..59) that its 16-byte granules carry too;
+ * a load or store whose pointer tag differs from the memory's faults (SIGSEGV,
+ * si_code SEGV_MTESERR in synchronous mode). Elsewhere (x86-64, no MTE) every
+ * function below is a stub: aeth_mte_enable fails and nothing else is called.
+ *
+ * aeth_mte_enable(mode): 1 synchronous, 2 asynchronous checks. Sets the
+ *   calling thread's tagged-address control (prctl), which threads created
+ *   afterwards inherit. 0 on success, -1 without MTE or when refused.
+ * aeth_mte_protect: adds PROT_MTE to a read-write anonymous mapping.
+ * aeth_mte_tag_of: the memory tag of the granule at p (ldg).
+ * aeth_mte_tag_block: picks a random tag not in `exclude` (a 16-bit mask of
+ *   tags; irg), stores it in every granule of [p, p+bytes) and zeroes them
+ *   (stzg); returns p with that tag in bits 56..59.
+ * aeth_mte_untag_block: the same with tag 0 (zeroes too). */
+#define AETH_MTE_TAG_SHIFT 56
+/* 0: tagging off; 1 or 2: the mode aeth_mte_enable turned on. */
+extern AETH_HIDDEN int aeth_mte_mode;
+static inline int aeth_mte_active(void) { return __atomic_load_n(&aeth_mte_mode, __ATOMIC_RELAXED); }
+int aeth_mte_enable(int mode);
+int aeth_mte_protect(void *p, size_t bytes);
+unsigned aeth_mte_tag_of(const void *p);
+void *aeth_mte_tag_block(void *p, size_t bytes, uint64_t exclude);
+void aeth_mte_untag_block(void *p, size_t bytes);
 
 /* ---- glibc's introspection structs (malloc.h), under our own names --------- */
 /* Same layout as glibc's `struct mallinfo2` and `struct mallinfo`: the
@@ -133,7 +196,6 @@ static inline void aeth_futex_wake_one(uint32_t *addr) {
 /* Waits while *addr == expected, at most `ms` milliseconds. */
 void aeth_futex_wait_ms(uint32_t *addr, uint32_t expected, uint64_t ms);
 static inline void aeth_yield(void) { sched_yield(); }
-static inline void aeth_cpu_relax(void) { __builtin_ia32_pause(); }
 
 /* ---- time ---------------------------------------------------------------- */
 /* Monotonic milliseconds from the vDSO's coarse clock: no syscall. */
