@@ -3,6 +3,7 @@
 # `self` (its own result, plus the source path) and the stub as `nixpkgs`.
 {
   swiftVersion ? "6.3.1",
+  system ? "x86_64-linux",
 }:
 
 let
@@ -16,7 +17,6 @@ let
     // {
       outPath = toString ../..;
     };
-  system = "x86_64-linux";
 in
 {
   inherit stub flake self system;

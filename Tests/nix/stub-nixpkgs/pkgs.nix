@@ -22,7 +22,8 @@ let
     // {
       type = "derivation";
       inherit name system;
-      outPath = "/nix/store/${fakeHash name}-${name}";
+      # The system is part of the hash, as in a real store path.
+      outPath = "/nix/store/${fakeHash "${system}/${name}"}-${name}";
       drvAttrs = args;
     };
 
@@ -39,6 +40,8 @@ let
     inherit mkDerivation;
     hostPlatform = {
       inherit system;
+      isAarch64 = system == "aarch64-linux";
+      isx86_64 = system == "x86_64-linux";
     };
   };
 
@@ -91,6 +94,7 @@ let
       inherit (pkgs) swift swiftpm;
     };
     lld = tool "lld" "19.1.0" { };
+    glibc = tool "glibc" "2.40" { dev = tool "glibc-dev" "2.40" { }; };
 
     jemalloc = tool "jemalloc" "5.3.0" { };
     mimalloc = tool "mimalloc" "2.1.7" { };
