@@ -2,6 +2,13 @@
 # variant library and the aethalloc-cli tool (the README's build). With
 # `runTests`, the same build followed by the README's `swift test`: the
 # flake's `checks.<system>.tests`.
+#
+# On aarch64-linux (a native build) `swift build` cannot compile the
+# Embedded variants: the toolchain has Embedded Swift's standard library for
+# aarch64-none-none-elf only. There SwiftPM builds only aethalloc-cli, and
+# variants/build-aarch64 builds the four libraries as it does on Debian
+# (README, ARM machines), with the native cc and glibc's headers. No x86
+# flag is passed on either system (Package.swift adds -mcx16 on x86-64 only).
 {
   lib,
   stdenv,
@@ -9,6 +16,7 @@
   swiftpm,
   lld,
   makeWrapper,
+  glibc,
   # Swift >= 6 package sets ship Foundation with the toolchain; pass it here
   # for a toolchain that keeps it apart. Only aethalloc-cli uses it.
   Foundation ? null,
@@ -37,6 +45,11 @@ let
       '';
 
   libraries = map aeth.libraryFile aeth.variantNames;
+
+  aarch64 = stdenv.hostPlatform.isAarch64 or false;
+
+  # Where the variant libraries are after the build phase.
+  libDir = if aarch64 then "$PWD/.build/aarch64/release" else "$bin";
 in
 stdenv.mkDerivation {
   pname = if runTests then "aethalloc-tests" else "aethalloc-cli";
@@ -52,12 +65,24 @@ stdenv.mkDerivation {
   ] ++ lib.optionals runTests testTools;
   buildInputs = lib.optional (Foundation != null) Foundation;
 
-  buildPhase = ''
-    runHook preBuild
-    # Every variant library and the tool, release mode.
-    TERM=dumb swift-build -c release -j "$NIX_BUILD_CORES"
-    runHook postBuild
-  '';
+  buildPhase =
+    if aarch64 then
+      ''
+        runHook preBuild
+        # The tool, release mode; then the variant libraries, ARMv8.0.
+        TERM=dumb swift-build -c release -j "$NIX_BUILD_CORES" --product aethalloc-cli
+        AARCH64_CC=cc SWIFTC=swiftc AARCH64_SYSROOT=${glibc.dev or glibc} \
+          AETHALLOC_AARCH64_OUT="$PWD/.build/aarch64/release" \
+          bash variants/build-aarch64
+        runHook postBuild
+      ''
+    else
+      ''
+        runHook preBuild
+        # Every variant library and the tool, release mode.
+        TERM=dumb swift-build -c release -j "$NIX_BUILD_CORES"
+        runHook postBuild
+      '';
 
   doCheck = runTests;
   checkPhase = ''
@@ -80,7 +105,7 @@ stdenv.mkDerivation {
       ''
         runHook preInstall
         bin="$(swift-build -c release --show-bin-path)"
-        install -Dm755 -t "$out/lib" ${lib.concatMapStringsSep " " (f: ''"$bin/${f}"'') libraries}
+        install -Dm755 -t "$out/lib" ${lib.concatMapStringsSep " " (f: ''"${libDir}/${f}"'') libraries}
         install -Dm755 "$bin/aethalloc-cli" "$out/bin/aethalloc-cli"
         # The tool looks for the variant libraries in $AETHALLOC_LIB_DIR first.
         wrapProgram "$out/bin/aethalloc-cli" --set-default AETHALLOC_LIB_DIR "$out/lib"
@@ -88,7 +113,7 @@ stdenv.mkDerivation {
       '';
 
   passthru = {
-    inherit swiftVersion libraries;
+    inherit swiftVersion libraries aarch64;
     inherit (aeth) minimumSwift;
   };
 
@@ -98,8 +123,9 @@ stdenv.mkDerivation {
         "AethAlloc's test suite (swift build -c release && swift test)"
       else
         "AethAlloc's aethalloc-cli (run, ab, bench) with every variant library in lib/";
-    # The allocator uses cmpxchg16b and 47-bit user addresses.
-    platforms = [ "x86_64-linux" ];
+    # x86-64 (cmpxchg16b, 47-bit user addresses) and aarch64 (README, ARM
+    # machines). The tests: x86-64 only (see above).
+    platforms = if runTests then [ "x86_64-linux" ] else [ "x86_64-linux" "aarch64-linux" ];
   }
   // lib.optionalAttrs (!runTests) { mainProgram = "aethalloc-cli"; };
 }

@@ -52,7 +52,10 @@ let
         };
         meta = {
           description = "AethAlloc, variant ${variant}: ${aeth.variants.${variant}}; preload $out/lib/${file}";
-          platforms = [ "x86_64-linux" ];
+          platforms = [
+            "x86_64-linux"
+            "aarch64-linux"
+          ];
         };
       };
     in

@@ -127,7 +127,12 @@ let
       "overlays"
       "packages"
     ])
-    (eq "systems: x86_64-linux" (attrNames self.packages) [ "x86_64-linux" ])
+    (eq "systems: aarch64-linux and x86_64-linux" (map attrNames [
+      self.packages
+      self.apps
+      self.devShells
+      self.checks
+    ]) (map (_: [ "aarch64-linux" "x86_64-linux" ]) [ 1 2 3 4 ]))
     (includes "variants: at least magazine, metrics, simple" variants [
       "magazine"
       "metrics"
@@ -187,6 +192,79 @@ let
       (eq "aethalloc-cli: meta.mainProgram" b.meta.mainProgram "aethalloc-cli")
     ]
   )
+
+  # Both systems: what each build runs and installs. x86_64-linux: one
+  # `swift build -c release` of everything. aarch64-linux (native): SwiftPM
+  # builds only the tool, variants/build-aarch64 the four libraries (no
+  # Embedded standard library for aarch64-unknown-linux-gnu). Neither passes
+  # an x86-only flag (Package.swift adds -mcx16 on x86-64 itself).
+  ++ concatMap (
+    sys:
+    let
+      ps = self.packages.${sys};
+      b = ps.aethalloc-cli;
+      arm = sys == "aarch64-linux";
+      phases = b.buildPhase + b.installPhase;
+    in
+    [
+      (eq "${sys}: the same packages" (attrNames ps) (attrNames p))
+      (eq "${sys}: every package built for ${sys}" (map (n: ps.${n}.system) (attrNames ps)) (
+        map (_: sys) (attrNames ps)
+      ))
+      (check "${sys}: meta.platforms of every package" (all (
+        n: elem sys ps.${n}.meta.platforms or [ sys ]
+      ) (attrNames ps)) "a package without ${sys} in meta.platforms")
+      (eq "${sys}: passthru.aarch64" b.aarch64 arm)
+      (contains "${sys}: swift-build -c release" b.buildPhase "swift-build -c release")
+      (if arm then
+        contains "${sys}: SwiftPM builds only the tool" b.buildPhase "swift-build -c release -j \"$NIX_BUILD_CORES\" --product aethalloc-cli"
+      else
+        lacks "${sys}: SwiftPM builds every product" b.buildPhase "--product")
+      (if arm then
+        contains "${sys}: variants/build-aarch64 builds the libraries" b.buildPhase "bash variants/build-aarch64"
+      else
+        lacks "${sys}: no variants/build-aarch64" b.buildPhase "build-aarch64")
+      (if arm then
+        contains "${sys}: with the native cc, not the Debian cross gcc" b.buildPhase "AARCH64_CC=cc SWIFTC=swiftc"
+      else
+        lacks "${sys}: no AARCH64_CC" b.buildPhase "AARCH64_CC")
+      (if arm then
+        contains "${sys}: against glibc's headers" b.buildPhase "AARCH64_SYSROOT=${h.stub.legacyPackages.${sys}.glibc.dev}"
+      else
+        lacks "${sys}: no AARCH64_SYSROOT" b.buildPhase "AARCH64_SYSROOT")
+      (lacks "${sys}: no -mcx16 in the build" phases "-mcx16")
+      (lacks "${sys}: no -march=x86 flag in the build" phases "-march=x86")
+      (contains "${sys}: installs bin/aethalloc-cli" b.installPhase ''"$out/bin/aethalloc-cli"'')
+      (eq "${sys}: apps.default runs its aethalloc-cli" self.apps.${sys}.default.program "${b}/bin/aethalloc-cli")
+      (eq "${sys}: suricata-aeth preloads its magazine" ps.suricata-aeth.aethalloc.library "${ps.aethalloc}/lib/libaethalloc.so")
+      (eq "${sys}: devShell built for ${sys}" self.devShells.${sys}.default.system sys)
+      (eq "${sys}: checks" (attrNames self.checks.${sys}) (
+        builtins.sort builtins.lessThan (
+          variantPackages
+          ++ [
+            "aethalloc-cli"
+            "default"
+            "nix-eval"
+          ]
+          ++ (if arm then [ ] else [ "tests" ])
+        )
+      ))
+    ]
+    ++ map (
+      v:
+      let
+        f = libFile v;
+        dir = if arm then "$PWD/.build/aarch64/release" else "$bin";
+      in
+      (contains "${sys}: aethalloc-cli installs ${f} from ${dir}" b.installPhase ''"${dir}/${f}"'')
+    ) variants
+    ++ map (
+      v:
+      (contains "${sys}: ${pkgName v} copies ${libFile v} from the ${sys} build" ps.${pkgName v}.installPhase
+        "${b}/lib/${libFile v}"
+      )
+    ) variants
+  ) [ "x86_64-linux" "aarch64-linux" ]
 
   # Too old a Swift: the packages can still be listed, instantiating the
   # build fails (its message is checked in run-tests.sh).

@@ -14,6 +14,9 @@
 #   4. nix/variants.nix lists exactly Package.swift's library products;
 #   5. the deployment targets state why they chose their variant.
 #
+# Both systems of the flake, x86_64-linux and aarch64-linux, are evaluated:
+# the packages, apps, devShell and checks of each.
+#
 # Prints one PASS/FAIL line per test and a summary; exits 1 if any failed,
 # 2 if nix-instantiate is missing. Needs nix-instantiate (Debian: nix-bin).
 set -uo pipefail
@@ -106,6 +109,9 @@ h="import $here/harness.nix"
 
 expect_error "swift 5.10.1: the build says Swift >= 6.3 is needed and what to do" \
     "($h { swiftVersion = \"5.10.1\"; }).self.packages.x86_64-linux.aethalloc-cli.nativeBuildInputs" \
+    "AethAlloc needs Swift >= 6.3" "this nixpkgs' swift is 5.10.1" "overlays.default" "lib.withAethAlloc" "README.md"
+expect_error "swift 5.10.1 on aarch64-linux: the same message" \
+    "($h { swiftVersion = \"5.10.1\"; }).self.packages.aarch64-linux.aethalloc-cli.nativeBuildInputs" \
     "AethAlloc needs Swift >= 6.3" "this nixpkgs' swift is 5.10.1" "overlays.default" "lib.withAethAlloc" "README.md"
 expect_error "swift 6.2.4 is too old too" \
     "($h { swiftVersion = \"6.2.4\"; }).self.packages.x86_64-linux.aethalloc-cli.nativeBuildInputs" \
