@@ -118,6 +118,12 @@
             ./nix/deployments/gateway.nix
           ];
         };
+        gateway-arm = {
+          imports = [
+            self.nixosModules.default
+            ./nix/deployments/gateway-arm.nix
+          ];
+        };
         workstation = {
           imports = [
             self.nixosModules.default
@@ -129,6 +135,7 @@
       # Complete example systems on placeholder hardware.
       nixosConfigurations = {
         gateway = nixosSystemWith "gateway" ./nix/deployments/gateway.nix;
+        gateway-arm = nixosSystemWith "gateway-arm" ./nix/deployments/gateway-arm.nix;
         workstation = nixosSystemWith "workstation" ./nix/deployments/workstation.nix;
       };
 

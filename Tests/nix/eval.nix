@@ -106,6 +106,8 @@ let
   };
 
   gateway = self.nixosConfigurations.gateway.config;
+  gatewayArm = self.nixosConfigurations.gateway-arm.config;
+  pa = self.packages.aarch64-linux;
   workstation = self.nixosConfigurations.workstation.config;
 
   tests = [
@@ -502,8 +504,40 @@ let
     (eq "nixosModules" (attrNames self.nixosModules) [
       "default"
       "gateway"
+      "gateway-arm"
       "workstation"
     ])
+    (eq "nixosConfigurations" (attrNames self.nixosConfigurations) [
+      "gateway"
+      "gateway-arm"
+      "workstation"
+    ])
+    (eq "gateway-arm: hostPlatform aarch64-linux" gatewayArm.nixpkgs.hostPlatform "aarch64-linux")
+    (eq "gateway-arm: magazine, as gateway" gatewayArm.services.aethalloc.variant "magazine")
+    (eq "gateway-arm: suricata and unbound preload the aarch64 library"
+      (map (preloadOf gatewayArm) [ "suricata" "unbound" ])
+      [
+        "${pa.aethalloc}/lib/libaethalloc.so"
+        "${pa.aethalloc}/lib/libaethalloc.so"
+      ]
+    )
+    (check "gateway-arm: not the x86-64 library" (preloadOf gatewayArm "suricata" != preloadOf gateway "suricata")
+      "both preload ${preloadOf gateway "suricata"}"
+    )
+    (eq "gateway-arm: the library built for aarch64-linux" (map (d: d.system) gatewayArm.environment.systemPackages) [
+      "aarch64-linux"
+    ])
+    (eq "gateway: the library built for x86_64-linux" (map (d: d.system) gateway.environment.systemPackages) [
+      "x86_64-linux"
+    ])
+    (eq "gateway-arm: suricata enabled, both uplinks" (map (i: i.interface) gatewayArm.services.suricata.settings.af-packet) [
+      "wan0"
+      "wan1"
+    ])
+    (eq "gateway-arm: hostName" gatewayArm.networking.hostName "gateway-arm")
+    (eq "nixosModules.gateway-arm imports the module" (
+      (h.stub.lib.nixosSystem { modules = [ self.nixosModules.gateway-arm ]; }).config.services.aethalloc.services
+    ) [ "suricata" "unbound" ])
     (eq "nixosModules.gateway imports the module" (
       (h.stub.lib.nixosSystem { modules = [ self.nixosModules.gateway ]; }).config.services.aethalloc.services
     ) [ "suricata" "unbound" ])

@@ -15,7 +15,8 @@
 #   5. the deployment targets state why they chose their variant.
 #
 # Both systems of the flake, x86_64-linux and aarch64-linux, are evaluated:
-# the packages, apps, devShell and checks of each.
+# the packages, apps, devShell and checks of each, and the ARM gateway
+# (nixosConfigurations.gateway-arm) with the aarch64 packages.
 #
 # Prints one PASS/FAIL line per test and a summary; exits 1 if any failed,
 # 2 if nix-instantiate is missing. Needs nix-instantiate (Debian: nix-bin).
@@ -161,6 +162,16 @@ for target in gateway workstation; do
         fail "$target.nix: chooses magazine, says why, and where the numbers come from" "$(grep -n 'variant\|Why\|bench' "$file")"
     fi
 done
+
+# The ARM gateway is gateway.nix on aarch64-linux, and says so.
+file="$root/nix/deployments/gateway-arm.nix"
+if grep -q 'imports = \[ ./gateway.nix \];' "$file" && grep -q '^  nixpkgs.hostPlatform = "aarch64-linux";' "$file" &&
+    grep -q '# Why magazine:' "$file" && grep -q 'aethalloc-cli bench' "$file"; then
+    pass "gateway-arm.nix: gateway.nix on aarch64-linux, says why magazine and where the numbers come from"
+else
+    fail "gateway-arm.nix: gateway.nix on aarch64-linux, says why magazine and where the numbers come from" \
+        "$(grep -n 'imports\|hostPlatform\|Why\|bench' "$file")"
+fi
 
 echo "nix flake tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
