@@ -11,7 +11,7 @@
   #   nix/source.nix       the source trees the derivations see
   #   nix/with-aethalloc.nix, nix/prebuilt.nix   lib.withAethAlloc, lib.prebuilt
   #   nix/module.nix       nixosModules.default (services.aethalloc)
-  #   nix/deployments/     the gateway and workstation targets
+  #   nix/deployments/     the gateway, gateway-arm (aarch64) and workstation targets
   # Tests/nix/run-tests.sh evaluates these outputs offline against a stub
   # nixpkgs; see the Nix section of README.md for what that does and does not verify.
   outputs =
