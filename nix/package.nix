@@ -7,7 +7,8 @@
 # Embedded variants: the toolchain has Embedded Swift's standard library for
 # aarch64-none-none-elf only. There SwiftPM builds only aethalloc-cli, and
 # variants/build-aarch64 builds the four libraries as it does on Debian
-# (README, ARM machines), with the native cc and glibc's headers. No x86
+# (README, ARM machines), with the native cc and glibc's and the kernel's
+# headers. No x86
 # flag is passed on either system (Package.swift adds -mcx16 on x86-64 only).
 {
   lib,
@@ -17,6 +18,7 @@
   lld,
   makeWrapper,
   glibc,
+  linuxHeaders,
   # Swift >= 6 package sets ship Foundation with the toolchain; pass it here
   # for a toolchain that keeps it apart. Only aethalloc-cli uses it.
   Foundation ? null,
@@ -71,7 +73,11 @@ stdenv.mkDerivation {
         runHook preBuild
         # The tool, release mode; then the variant libraries, ARMv8.0.
         TERM=dumb swift-build -c release -j "$NIX_BUILD_CORES" --product aethalloc-cli
-        AARCH64_CC=cc SWIFTC=swiftc AARCH64_SYSROOT=${glibc.dev or glibc} \
+        # The script's "sysroot": glibc's headers and the kernel's (glibc's
+        # include <linux/...>), one include/ as Debian's cross packages have.
+        mkdir -p "$TMPDIR/sysroot/include"
+        cp -rs --no-preserve=mode ${glibc.dev or glibc}/include/. ${linuxHeaders}/include/. "$TMPDIR/sysroot/include/"
+        AARCH64_CC=cc SWIFTC=swiftc AARCH64_SYSROOT="$TMPDIR/sysroot" \
           AETHALLOC_AARCH64_OUT="$PWD/.build/aarch64/release" \
           bash variants/build-aarch64
         runHook postBuild

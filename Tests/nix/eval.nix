@@ -231,9 +231,14 @@ let
       else
         lacks "${sys}: no AARCH64_CC" b.buildPhase "AARCH64_CC")
       (if arm then
-        contains "${sys}: against glibc's headers" b.buildPhase "AARCH64_SYSROOT=${h.stub.legacyPackages.${sys}.glibc.dev}"
+        contains "${sys}: against glibc's and the kernel's headers of ${sys}" b.buildPhase
+          "cp -rs --no-preserve=mode ${h.stub.legacyPackages.${sys}.glibc.dev}/include/. ${h.stub.legacyPackages.${sys}.linuxHeaders}/include/. "
       else
         lacks "${sys}: no AARCH64_SYSROOT" b.buildPhase "AARCH64_SYSROOT")
+      (if arm then
+        contains "${sys}: the script reads that sysroot" b.buildPhase "AARCH64_SYSROOT=\"$TMPDIR/sysroot\""
+      else
+        lacks "${sys}: no sysroot" b.buildPhase "sysroot")
       (lacks "${sys}: no -mcx16 in the build" phases "-mcx16")
       (lacks "${sys}: no -march=x86 flag in the build" phases "-march=x86")
       (contains "${sys}: installs bin/aethalloc-cli" b.installPhase ''"$out/bin/aethalloc-cli"'')

@@ -95,6 +95,7 @@ let
     };
     lld = tool "lld" "19.1.0" { };
     glibc = tool "glibc" "2.40" { dev = tool "glibc-dev" "2.40" { }; };
+    linuxHeaders = tool "linux-headers" "6.10" { };
 
     jemalloc = tool "jemalloc" "5.3.0" { };
     mimalloc = tool "mimalloc" "2.1.7" { };
