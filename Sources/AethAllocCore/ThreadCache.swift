@@ -40,8 +40,12 @@ struct CacheLinks {
     var next: RawPointer?
     var prev: RawPointer?
     /// Non-zero while the owning thread changes its policy state on a slow
-    /// path. A fork child reclaims a dead thread's cache only if the fork
-    /// did not catch it busy (its magazines could be half moved).
+    /// path, and from the start of its thread-exit flush until the cache is
+    /// handed to a new thread (`obtain` zeroes it). A fork child reclaims a
+    /// dead thread's cache only if the fork did not catch it busy (its
+    /// magazines could be half moved: the kernel copies memory page by
+    /// page, so the child may see a batch already on the pool and still in
+    /// the cache).
     var busy: UInt
     /// The `Globals.trimEpoch` this cache last emptied itself for (set
     /// to the current one when the cache is handed to a thread).
@@ -210,6 +214,9 @@ enum ThreadCache {
     static func detach(_ tc: RawPointer) {
         OS.setTLSCache(OS.emptyCache)
         OS.setTLSState(ThreadState.tornDown)
+        // Busy until the cache is reused: a fork during the flush must not
+        // make it an orphan the child flushes a second time.
+        setBusy(tc, true)
         Variant.Cache.flushAll(tc)
         Stats.threadExit(tc)
         if ThreadCacheRegistry.recycle(tc) <= 1 {

@@ -150,4 +150,62 @@ func forkChild(_ body: () -> Int32) -> ChildEnd {
         }
         #expect(end == .exited(0))
     }
+
+    /// A thread's exit flush marks its cache busy, and it stays so until a
+    /// new thread gets it: a fork during that flush (the cache still on the
+    /// live list, its batches partly on the pool already) must not orphan it.
+    @Test func aThreadsExitFlushLeavesItsCacheBusyUntilReused() throws {
+        let cache = LockedBox<UnsafeMutableRawPointer?>(nil)
+        let worker = JoinableThread {
+            var blocks: [UnsafeMutableRawPointer] = []
+            for _ in 0..<40 { blocks.append(Allocator.allocate(48)!) }
+            blocks.forEach { Allocator.deallocate($0) }
+            cache.withLock { $0 = OS.tlsState == ThreadState.live ? OS.tlsCache : nil }
+        }
+        worker.join()
+        let tc = try #require(cache.withLock { $0 })
+        #expect(ThreadCache.links(tc).pointee.busy != 0, "an exited thread's cache is not busy")
+        let again = try #require(ThreadCacheRegistry.obtain())
+        defer { ThreadCacheRegistry.recycle(again) }
+        if again == tc { #expect(ThreadCache.links(tc).pointee.busy == 0, "a reused cache is still busy") }
+    }
+
+    @Test func aForkChildLeavesABusyCacheAlone() throws {
+        forkAndPublisherLock.lock()
+        defer { forkAndPublisherLock.unlock() }
+        let c = SizeClass.index(of: 48)
+        let cache = LockedBox<UnsafeMutableRawPointer?>(nil)
+        let ready = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let worker = JoinableThread {
+            var blocks: [UnsafeMutableRawPointer] = []
+            for _ in 0..<20 { blocks.append(Allocator.allocate(48)!) }
+            blocks.forEach { Allocator.deallocate($0) }
+            cache.withLock { $0 = OS.tlsState == ThreadState.live ? OS.tlsCache : nil }
+            ready.signal()
+            release.wait()
+        }
+        ready.wait()
+        defer {
+            release.signal()
+            worker.join()
+        }
+        let tc = try #require(cache.withLock { $0 })
+        let cached = ThreadCache.hot(tc, c).pointee.count
+        try #require(cached > 0)
+        // As a fork during the thread's slow path or exit flush finds it.
+        ThreadCache.setBusy(tc, true)
+        defer { ThreadCache.setBusy(tc, false) }
+        let end = forkChild {
+            var o = Globals.registry.pointee.orphans
+            while let x = o {
+                if x == tc { return 10 }
+                o = ThreadCache.links(x).pointee.next
+            }
+            ThreadCacheRegistry.reclaimOrphans()
+            if ThreadCache.hot(tc, c).pointee.count != cached { return 11 }
+            return 0
+        }
+        #expect(end == .exited(0))
+    }
 }
