@@ -241,14 +241,7 @@ struct Aarch64Tests {
     func benchQuick(_ variant: Arm64.Variant, _ bench: String) async throws {
         let library = try await Arm64.library(variant)
         let result = try await Arm64.run(try await Arm64.bench(bench), ["quick=1"], library: library)
-        #expect(result.succeeded, "\(result.report)")
-        let lines = result.stdoutLines.filter { !$0.isEmpty }
-        try #require(lines.count == 1, "expected one JSON line\n\(result.report)")
-        let object = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
-        let json = try #require(object, "not a JSON object: \(lines[0])")
-        #expect(json["bench"] as? String == bench)
-        let metrics = try #require(json["metrics"] as? [String: Any], "no metrics: \(lines[0])")
-        #expect(!metrics.isEmpty)
+        try expectBenchLine(result, bench: bench)
     }
 
     static func expectVariant(_ result: BBProcessOutput, _ variant: Arm64.Variant, sourceLocation: SourceLocation = #_sourceLocation) {

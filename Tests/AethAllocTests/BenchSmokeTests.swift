@@ -44,15 +44,9 @@ struct BenchSmokeTests {
         let library = try variant.libraryPath()
         let exe = try await BenchSources.executable(bench)
         let result = try await BBProcess.run(exe, ["quick=1"], preload: library, timeout: .seconds(120))
-        #expect(result.succeeded, "\(result.report)")
-        let lines = result.stdoutLines.filter { !$0.isEmpty }
-        try #require(lines.count == 1, "expected one JSON line\n\(result.report)")
-        let object = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
-        let json = try #require(object, "not a JSON object: \(lines[0])")
-        #expect(json["bench"] as? String == bench)
+        let json = try expectBenchLine(result, bench: bench)
         #expect(json["params"] is [String: Any])
-        let metrics = try #require(json["metrics"] as? [String: Any], "no metrics: \(lines[0])")
-        #expect(!metrics.isEmpty)
+        let metrics = json["metrics"] as? [String: Any] ?? [:]
         for (key, value) in metrics {
             #expect(value is NSNumber, "metric \(key) is not a number: \(value)")
         }
@@ -65,4 +59,20 @@ struct BenchSmokeTests {
         #expect(!result.signaled && result.status == 2, "\(result.report)")
         #expect(result.stdoutText.isEmpty)
     }
+}
+
+/// A bench run's contract (benches/README.md): success, exactly one JSON
+/// object on stdout, naming the bench, with a non-empty `metrics` object.
+/// Returns the object.
+@discardableResult
+func expectBenchLine(_ result: BBProcessOutput, bench: String) throws -> [String: Any] {
+    #expect(result.succeeded, "\(result.report)")
+    let lines = result.stdoutLines.filter { !$0.isEmpty }
+    try #require(lines.count == 1, "expected one JSON line\n\(result.report)")
+    let object = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+    let json = try #require(object, "not a JSON object: \(lines[0])")
+    #expect(json["bench"] as? String == bench)
+    let metrics = try #require(json["metrics"] as? [String: Any], "no metrics: \(lines[0])")
+    #expect(!metrics.isEmpty)
+    return json
 }
