@@ -159,7 +159,7 @@ enum Allocator {
             Medium.deallocate(p, page)
             Reclaimer.startIfWanted()
         case .large(let base):
-            Large.deallocate(p, base: base)
+            Large.deallocate(pointer, base: base)
             Reclaimer.startIfWanted()
         }
         OS.errno = saved

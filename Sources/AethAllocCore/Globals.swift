@@ -120,8 +120,11 @@ enum Globals {
     /// seen the current value empties itself at its next slow path
     /// (ThreadCache.honorTrim).
     static let trimEpochSlot = 16
+    /// Not a lock: the hardened variant's last freed tagged large block, its
+    /// base address ORed with its memory tag (Hardening.tagLarge).
+    static let lastFreedLargeTagSlot = 17
     /// The class locks: `centralLock0 + c`.
-    static let centralLock0 = 17
+    static let centralLock0 = 18
     @inline(__always) static var slotCount: Int { centralLock0 + SizeClass.count }
 
     @inline(__always)
@@ -135,6 +138,7 @@ enum Globals {
     @inline(__always) static var attachFailedMs: UnsafeMutablePointer<Atomic<UInt64>> { slot(attachFailedSlot, as: Atomic<UInt64>.self) }
     @inline(__always) static var orphansPending: UnsafeMutablePointer<Atomic<Bool>> { slot(orphansPendingSlot, as: Atomic<Bool>.self) }
     @inline(__always) static var largeCount: UnsafeMutablePointer<Atomic<Int>> { slot(largeCountSlot, as: Atomic<Int>.self) }
+    @inline(__always) static var lastFreedLargeTag: UnsafeMutablePointer<Atomic<UInt>> { slot(lastFreedLargeTagSlot, as: Atomic<UInt>.self) }
     @inline(__always) static var reclaimerState: UnsafeMutablePointer<Atomic<Int>> { slot(reclaimerStateSlot, as: Atomic<Int>.self) }
     @inline(__always) static var reclaimerWanted: UnsafeMutablePointer<Atomic<Bool>> { slot(reclaimerWantedSlot, as: Atomic<Bool>.self) }
     @inline(__always) static var reclaimerWake: UnsafeMutablePointer<Atomic<UInt32>> { slot(reclaimerWakeSlot, as: Atomic<UInt32>.self) }

@@ -27,20 +27,21 @@
 //   after free faults.
 // - Large blocks have a PROT_NONE guard page right after their last page and
 //   one between their header page and their data.
-// - Memory tagging (aarch64 with MTE, AETHALLOC_MTE=sync or async; off by
-//   default until the multi-threaded failure seen under qemu is explained,
-//   README "ARM machines"): segments are
-//   mapped with PROT_MTE; a small block leaves with a random tag in pointer
-//   bits 56..59 that its granules carry too, never 0 (free blocks and
-//   metadata), never its left or right neighbour's tag and never the tag it
-//   had when it was last freed. On free it is checked (pointer tag ==
+// - Memory tagging (aarch64 with MTE; synchronous unless AETHALLOC_MTE says
+//   async or 0, README "ARM machines"): segments are mapped with PROT_MTE;
+//   a small block leaves with a random tag in pointer bits 56..59 that its
+//   granules carry too, never 0 (free blocks and metadata), never its left
+//   or right neighbour's tag and never the tag it had when it was last
+//   freed. On free it is checked (pointer tag ==
 //   memory tag, after the bitmap check), zeroed and retagged 0, and its tag
 //   is kept in its second word for the next hand-out to avoid. So a load
 //   or store through a freed pointer, even once the block is out again, and
 //   a linear overflow into the next block fault (SIGSEGV, SEGV_MTESERR); a
 //   stale pointer passed to free/realloc/malloc_usable_size after the block
-//   was handed out again aborts with one line. Pointers are untagged
-//   (`stripTag`) before any address arithmetic.
+//   was handed out again aborts with one line. A large block up to 1 MiB
+//   gets one tag over its usable bytes (`tagLarge`), checked the same way
+//   by free/realloc/malloc_usable_size. Pointers are untagged (`stripTag`)
+//   before any address arithmetic.
 import Synchronization
 
 enum Hardening {
@@ -123,9 +124,9 @@ enum Hardening {
         return RawPointer(bitPattern: UInt(bitPattern: p) & ~(UInt(15) << UInt(OS.tagShift))).unsafelyUnwrapped
     }
 
-    /// At initialisation (Runtime): turns tag checks on with AETHALLOC_MTE=sync
-    /// or async, where the CPU has MTE. Without it the software checks above
-    /// remain.
+    /// At initialisation (Runtime): turns tag checks on where the CPU has
+    /// MTE, synchronous unless AETHALLOC_MTE says async or 0. Without MTE the
+    /// software checks above remain.
     static func startTagging() {
         if !Variant.hardened || !OS.canTagMemory { return }
         let mode = Options.memoryTaggingMode()
@@ -145,6 +146,36 @@ enum Hardening {
         if offset > UInt(Tuning.sliceBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p - 16)) }
         if offset + UInt(size) < UInt(Tuning.segmentBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p + size)) }
         return OS.tagAndZero(p, bytes: size, excluding: exclude)
+    }
+
+    /// Large blocks of at most this many usable bytes are tagged: the sizes
+    /// the other variants serve as medium blocks. Tagging stores a tag in
+    /// every granule, which commits every page at malloc; a larger block
+    /// keeps its guard pages and its unmapping at free (tag 0).
+    static var largestTaggedLargeBytes: Int { Tuning.mediumMaxBytes }
+
+    /// A new large block of `usable` bytes at `user` (page-aligned, between
+    /// its guard pages) in the mapping at `base`: with tagging on and a block
+    /// no larger than `largestTaggedLargeBytes`, its pages get PROT_MTE and
+    /// one random tag that is not 0 and, when `base` is where the last tagged
+    /// large block was freed, not that block's tag (so a stale pointer to it
+    /// faults). The pointer to hand out; nil if the OS refused PROT_MTE (the
+    /// caller unmaps: no block without the checks the variant promises).
+    static func tagLarge(_ user: RawPointer, usable: Int, base: RawPointer) -> RawPointer? {
+        if !tagging || usable > largestTaggedLargeBytes { return user }
+        if !OS.allowTags(user, bytes: usable) { return nil }
+        let last = Globals.lastFreedLargeTag.pointee.load(ordering: .relaxed)
+        var exclude: UInt64 = 1
+        if last & ~UInt(15) == UInt(bitPattern: base) { exclude |= 1 << UInt64(last & 15) }
+        return OS.tagAndZero(user, bytes: usable, excluding: exclude)
+    }
+
+    /// A large block at `base` is freed through `pointer`, whose tag was
+    /// checked (Large.validate): remembered for tagLarge.
+    static func largeFreed(_ pointer: RawPointer, base: RawPointer) {
+        if !tagging { return }
+        let tag = UInt(bitPattern: pointer) >> UInt(OS.tagShift) & 15
+        if tag != 0 { Globals.lastFreedLargeTag.pointee.store(UInt(bitPattern: base) | tag, ordering: .relaxed) }
     }
 
     /// A live block comes back through `pointer`: its tag must be the

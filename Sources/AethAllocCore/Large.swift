@@ -151,6 +151,12 @@ enum Large {
             }
             OS.fill(b, byte: SizeClass.markLarge, bytes: 64)
         }
+        // Hardened with MTE: the block's pages tagged (or none of it).
+        let usable = mapped - userOffset - Hardening.largeTrailingGuardBytes
+        guard let handedOut = Hardening.tagLarge(b + userOffset, usable: usable, base: b) else {
+            if OS.unmap(b, bytes: mapped) { Stats.largeUnmapped(bytes: mapped) }
+            return nil
+        }
         header(b).pointee = LargeHeader(
             kind: SegmentHeader.kindLarge, inUse: 1, mappedBytes: mapped, userOffset: userOffset,
             // A growing block's `size` includes realloc's headroom; the
@@ -158,14 +164,15 @@ enum Large {
             baseAlignment: baseAlignment, idleSinceMs: 0, requested: growing ? 0 : size, singleMapping: single)
         let user = b + userOffset
         Segment.mapSet(user, headerChunksBack: userOffset >> Tuning.segmentShift)
-        Stats.largeAllocated(bytes: mapped - userOffset - Hardening.largeTrailingGuardBytes)
+        Stats.largeAllocated(bytes: usable)
         Globals.largeLiveBytes.pointee.wrappingAdd(mapped, ordering: .relaxed)
         Globals.largeCount.pointee.wrappingAdd(1, ordering: .relaxed)
-        if zeroed && dirty > userOffset { OS.zero(user, bytes: min(size, dirty - userOffset)) }
-        return user
+        if zeroed && dirty > userOffset { OS.zero(handedOut, bytes: min(size, dirty - userOffset)) }
+        return handedOut
     }
 
-    /// Frees large block `p` whose mapping starts at `base`.
+    /// Frees large block `p` (as the program passed it: tagged, hardened
+    /// with MTE) whose mapping starts at `base`.
     static func deallocate(_ p: RawPointer, base: RawPointer) {
         let h = header(base)
         validate(p, base: base, operation: "free")
@@ -176,6 +183,7 @@ enum Large {
                 .compareExchange(expected: 1, desired: 0, ordering: .acquiringAndReleasing).exchanged
         }
         if !claimed { Diagnostics.invalidPointer(p, operation: "free", reason: "block already freed") }
+        Hardening.largeFreed(p, base: base)
         let bytes = h.pointee.mappedBytes
         Stats.largeFreed(bytes: bytes - h.pointee.userOffset - Hardening.largeTrailingGuardBytes)
         Globals.largeLiveBytes.pointee.wrappingSubtract(bytes, ordering: .relaxed)
@@ -307,14 +315,16 @@ enum Large {
 
     // ---- internals -------------------------------------------------------------
 
-    /// Aborts unless `p` is the live block of the mapping at `base`.
+    /// Aborts unless `p` (tagged or not) is the live block of the mapping at
+    /// `base`, and, tagging, unless its tag is the block's.
     @inline(__always)
     private static func validate(_ p: RawPointer, base: RawPointer, operation: StaticString) {
         let h = header(base).pointee
-        if h.kind != SegmentHeader.kindLarge || base + h.userOffset != p {
+        if h.kind != SegmentHeader.kindLarge || base + h.userOffset != Hardening.stripTag(p) {
             Diagnostics.invalidPointer(p, operation: operation, reason: "not the start of a block")
         }
         if h.inUse != 1 { Diagnostics.invalidPointer(p, operation: operation, reason: "block already freed") }
+        if Hardening.tagging { Hardening.checkTag(p, operation: operation) }
     }
 
     /// Gives a span back to the OS. Should munmap be refused (it splits

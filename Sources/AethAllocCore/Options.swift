@@ -15,11 +15,9 @@
 //                              the effective options at start-up
 //   AETHALLOC_BACKGROUND       auto (default), 1, 0: the background reclaimer
 //                              (Reclaim.swift); 0 keeps the inline policy
-//   AETHALLOC_MTE              0 (default), sync (also 1), async: memory
+//   AETHALLOC_MTE              sync (default; also 1), async, 0: memory
 //                              tagging in the hardened variant on aarch64 with
-//                              MTE (Hardening.swift; opt-in while a
-//                              multi-threaded failure under emulation is open,
-//                              README "ARM machines"); read by startTagging
+//                              MTE (Hardening.swift); read by startTagging
 //
 // Every variable is parsed whole. A malformed or out-of-range value gets one
 // line on stderr naming the variable, the value and what is accepted, and
@@ -87,15 +85,15 @@ enum Options {
         return fallback
     }
 
-    /// AETHALLOC_MTE: 0 off (the default; also false, no), 1 synchronous
-    /// (sync, true, yes), 2 asynchronous (async).
+    /// AETHALLOC_MTE: 1 synchronous (the default; also sync, true, yes), 2
+    /// asynchronous (async), 0 off (also false, no).
     static func memoryTaggingMode() -> Int {
-        guard let raw = OS.environment("AETHALLOC_MTE") else { return 0 }
+        guard let raw = OS.environment("AETHALLOC_MTE") else { return 1 }
         if equalsIgnoringCase(raw, "sync") { return 1 }
         if equalsIgnoringCase(raw, "async") { return 2 }
         if let v = parseBoolean(raw) { return v ? 1 : 0 }
-        complain("AETHALLOC_MTE", raw, accepted: "sync, async or 0", usingDecimal: nil, orWord: "0")
-        return 0
+        complain("AETHALLOC_MTE", raw, accepted: "sync, async or 0", usingDecimal: nil, orWord: "sync")
+        return 1
     }
 
     /// 1/true/yes or 0/false/no (any case); unset is false.

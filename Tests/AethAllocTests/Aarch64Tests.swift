@@ -7,11 +7,12 @@
 //
 // The libraries are built once per test process into a scratch directory, so
 // the tests always see the current sources; AETHALLOC_AARCH64_LIB_DIR points
-// them at prebuilt ones instead. Without the cross tools or qemu the whole
-// suite is skipped, naming the Debian packages (.ci/run installs them).
+// them at prebuilt ones instead. Without the cross tools or a qemu 8.0+ the
+// whole suite is skipped, naming the Debian packages (.ci/run installs
+// them; Arm64.emulator says why 8.0).
 //
 // CPUs: qemu's `max` (every extension, MTE included; the hardened variant
-// tags only with AETHALLOC_MTE set, Aarch64MTETests) unless a test says
+// tags there by default, Aarch64MTETests) unless a test says
 // `cortex-a72` (ARMv8.0, no MTE, a Raspberry Pi 4).
 // Page sizes: qemu's `-p N` makes the guest see AT_PAGESZ = N, as on an
 // aarch64 kernel built with 16 or 64 KiB pages; the API program and the
@@ -22,19 +23,67 @@ import Testing
 
 enum Arm64 {
     static let compiler = "aarch64-linux-gnu-gcc"
-    static let emulator = "qemu-aarch64-static"
     static let sysroot = "/usr/aarch64-linux-gnu"
 
-    /// Nil when the cross compiler, aarch64 glibc and qemu are all installed.
+    /// qemu's user mode for aarch64 guests, with its version.
+    struct Emulator {
+        let path: String
+        let major: Int
+        let minor: Int
+
+        /// The candidates: $AETHALLOC_QEMU_AARCH64 (.ci/run points it at
+        /// bookworm-backports' qemu-user, unpacked), then the names on PATH.
+        static let installed: [Emulator] = {
+            let named = ProcessInfo.processInfo.environment["AETHALLOC_QEMU_AARCH64"].map { [$0] } ?? []
+            return (named + ["qemu-aarch64", "qemu-aarch64-static"]).compactMap { name in
+                guard let path = BBProcess.find(name), let (major, minor) = version(of: path) else { return nil }
+                return Emulator(path: path, major: major, minor: minor)
+            }
+        }()
+
+        /// "qemu-aarch64 version 7.2.22 (Debian ...)" -> (7, 2).
+        static func version(of path: String) -> (Int, Int)? {
+            let process = Process()
+            let pipe = Pipe()
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = ["--version"]
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            guard (try? process.run()) != nil else { return nil }
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            guard let range = text.range(of: #"version [0-9]+\.[0-9]+"#, options: .regularExpression) else { return nil }
+            let numbers = text[range].dropFirst("version ".count).split(separator: ".").compactMap { Int($0) }
+            return numbers.count == 2 ? (numbers[0], numbers[1]) : nil
+        }
+    }
+
+    /// The emulator for every run but the page-size ones: qemu 8.0 or later.
+    /// qemu 7.2 (Debian bookworm's qemu-user-static) allocates a page's tag
+    /// storage on the first tag access without a lock, so two threads
+    /// tagging a fresh page at once lose one's tags (Tests/blackbox/
+    /// qemu_tag_race.c loses hundreds of 16,384; 10.0.2 none), and tagged
+    /// multi-threaded programs die of a tag-check fault that hardware would
+    /// never raise. Aarch64MTETests.emulatorKeepsTags checks the one chosen.
+    static let emulator: String? = Emulator.installed.first { $0.major >= 8 }?.path
+
+    /// The emulator for the page-size runs (`-p`): qemu before 9.0, which
+    /// disabled changing the guest's page size (bookworm's 7.2 has it).
+    static let pageSizeEmulator: String? = Emulator.installed.first { $0.major < 9 }?.path
+
+    /// Nil when the cross compiler, aarch64 glibc and a qemu 8.0+ are installed.
     static let missingTool: String? = {
         if BBProcess.find(compiler) == nil { return "\(compiler) (Debian: gcc-aarch64-linux-gnu)" }
         if !FileManager.default.fileExists(atPath: "\(sysroot)/include/stdlib.h") {
             return "aarch64 glibc headers (Debian: libc6-dev-arm64-cross)"
         }
-        if BBProcess.find(emulator) == nil { return "\(emulator) (Debian: qemu-user-static)" }
+        if emulator == nil {
+            return "qemu-aarch64 8.0 or later (Debian: qemu-user from bookworm-backports; bookworm's 7.2 loses memory tags between threads)"
+        }
         return nil
     }()
     static var toolsInstalled: Bool { missingTool == nil }
+    static var pageSizeEmulatorInstalled: Bool { toolsInstalled && pageSizeEmulator != nil }
 
     /// The four libraries, as `variants/build-aarch64` names them.
     enum Variant: String, CaseIterable, Sendable, CustomTestStringConvertible {
@@ -101,7 +150,9 @@ enum Arm64 {
         _ exe: String, _ arguments: [String] = [], library: String?, environment: [String: String] = [:],
         cpu: String = withMTE, pageBytes: Int? = nil, timeout: Duration = .seconds(300)
     ) async throws -> BBProcessOutput {
-        var options = ["-L", sysroot, "-cpu", cpu]
+        // The suite's own settings are not the guest's: the allocator names
+        // any AETHALLOC_ variable it does not know on stderr.
+        var options = ["-L", sysroot, "-cpu", cpu, "-U", "AETHALLOC_QEMU_AARCH64", "-U", "AETHALLOC_AARCH64_LIB_DIR"]
         // qemu 7.2 faults `dc zva` through a tagged pointer (reproduced
         // without the allocator: memset(tagged, 0, 8192) dies with SEGV_MAPERR),
         // and glibc's default memset zeroes with it; the a64fx memset
@@ -110,7 +161,9 @@ enum Arm64 {
         if cpu == withMTE { options += ["-E", "GLIBC_TUNABLES=glibc.cpu.name=a64fx"] }
         if let pageBytes { options += ["-p", "\(pageBytes)"] }
         if let library { options += ["-E", "LD_PRELOAD=\(library)"] }
-        return try await BBProcess.run(emulator, options + [exe] + arguments, environment: environment, timeout: timeout)
+        let qemu = pageBytes == nil ? emulator : pageSizeEmulator
+        guard let qemu else { throw BBFailure("no qemu for this run: \(missingTool ?? "qemu before 9.0 for -p")") }
+        return try await BBProcess.run(qemu, options + [exe] + arguments, environment: environment, timeout: timeout)
     }
 
     /// stderr without qemu's own report of a fatal guest signal.
@@ -137,7 +190,7 @@ enum Arm64Program: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
 @Suite(
     "aarch64 under qemu: the libraries, the black-box programs, the fuzzer and the benches",
-    .enabled(if: Arm64.toolsInstalled, "needs Debian's gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user-static"))
+    .enabled(if: Arm64.toolsInstalled, "needs Debian's gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user 8.0+ (bookworm-backports)"))
 struct Aarch64Tests {
     @Test("Links only libc and the loader", arguments: Arm64.Variant.allCases)
     func linksOnlyLibc(_ variant: Arm64.Variant) async throws {
@@ -190,8 +243,12 @@ struct Aarch64Tests {
     /// pages: valloc/pvalloc align to the page, large blocks are rounded,
     /// trimmed and (hardened) guarded in whole pages. On the ARMv8.0 CPU:
     /// qemu 7.2 with `-p` kills any program that turns MTE on (a five-line
-    /// program doing only the prctl dies on its next store).
-    @Test("API program and fuzzer pass with 16 and 64 KiB pages", arguments: Arm64.Variant.allCases, [16384, 65536])
+    /// program doing only the prctl dies on its next store). qemu 9.0 and
+    /// later ignore `-p`, so these runs need a second, older qemu.
+    @Test(
+        "API program and fuzzer pass with 16 and 64 KiB pages",
+        .enabled(if: Arm64.pageSizeEmulatorInstalled, "needs qemu-aarch64 before 9.0 for -p (Debian bookworm: qemu-user-static 7.2)"),
+        arguments: Arm64.Variant.allCases, [16384, 65536])
     func pageSizes(_ variant: Arm64.Variant, _ pageBytes: Int) async throws {
         let library = try await Arm64.library(variant)
         let api = try await Arm64.run(try await Arm64.blackbox("api"), library: library, cpu: Arm64.withoutMTE, pageBytes: pageBytes)
@@ -263,14 +320,12 @@ struct Aarch64Tests {
 
 /// Memory tagging in the hardened variant (Tests/blackbox/mte.c) on qemu's
 /// `max` CPU, which emulates MTE with synchronous and asynchronous checks.
-/// Tagging is opt-in (AETHALLOC_MTE=sync here unless a test says otherwise):
-/// multi-threaded programs with tagging on (thread_exit.c, fork.c,
-/// xthread_stress) failed now and then under qemu with a tag-check fault or a
-/// tag mismatch on free, not yet explained (README, "ARM machines"), so
-/// these cases are single-threaded.
+/// Tagging is on by default there (synchronous); the cases below set
+/// AETHALLOC_MTE=sync anyway unless they say otherwise. The multi-threaded
+/// programs run tagged in Aarch64Tests (hardened variant on `max`).
 @Suite(
     "aarch64 MTE in the hardened variant, under qemu -cpu max",
-    .enabled(if: Arm64.toolsInstalled, "needs Debian's gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user-static"))
+    .enabled(if: Arm64.toolsInstalled, "needs Debian's gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user 8.0+ (bookworm-backports)"))
 struct Aarch64MTETests {
     static func mte(
         _ arguments: [String], environment: [String: String] = ["AETHALLOC_MTE": "sync"], cpu: String = Arm64.withMTE,
@@ -301,7 +356,9 @@ struct Aarch64MTETests {
     /// again under a new tag) and a one-byte overflow into the next block:
     /// each dies by SIGSEGV with SEGV_MTESERR (9) at the exact address. The
     /// x86-64 hardened variant catches none of these.
-    @Test("A bad access faults with SEGV_MTESERR at its address", arguments: ["uaf-read", "uaf-write", "uaf-reused", "overflow"])
+    @Test(
+        "A bad access faults with SEGV_MTESERR at its address",
+        arguments: ["uaf-read", "uaf-write", "uaf-reused", "overflow", "large-uaf-reused"])
     func faults(_ kind: String) async throws {
         let result = try await Self.mte([kind])
         #expect(result.stdoutLines.contains("tagging=sync tagged=1"), "tagging was not on\n\(result.report)")
@@ -310,7 +367,7 @@ struct Aarch64MTETests {
         let pointer = try #require(Self.printedPointer(result), "no ptr= line\n\(result.report)")
         let fault = try #require(Self.fault(result), "no fault line from the handler\n\(result.report)")
         #expect(fault.code == 9, "si_code \(fault.code), expected 9 (SEGV_MTESERR)\n\(result.report)")
-        // uaf-*: the access is at ptr + 8; overflow: at ptr (one past the block).
+        // *uaf-*: the access is at ptr + 8; overflow: at ptr (one past the block).
         let expected = kind == "overflow" ? pointer : pointer + 8
         #expect(fault.address == expected, "fault address \(fault.address.map { String($0, radix: 16) } ?? "nil"), expected \(String(expected, radix: 16))\n\(result.report)")
     }
@@ -323,18 +380,49 @@ struct Aarch64MTETests {
         #expect(Self.fault(result)?.code == 8, "expected si_code 8 (SEGV_MTEAERR)\n\(result.report)")
     }
 
-    /// AETHALLOC_MTE unset or 0, or a CPU without MTE: no tags, and the same
-    /// accesses go through (the software checks remain; they do not see these).
-    @Test("No tagging by default, with AETHALLOC_MTE=0 or without MTE", arguments: ["unset", "0", "no-mte-cpu"])
+    /// AETHALLOC_MTE unset: synchronous tagging, as with `sync`. A value it
+    /// does not know: one line naming the variable and the accepted values,
+    /// then the default.
+    @Test("Synchronous tagging by default, also after a bad AETHALLOC_MTE", arguments: ["unset", "bad"])
+    func onByDefault(_ how: String) async throws {
+        let result = try await Self.mte(["uaf-write"], environment: how == "unset" ? [:] : ["AETHALLOC_MTE": "sometimes"])
+        #expect(result.stdoutLines.contains("tagging=sync tagged=1"), "tagging was not on\n\(result.report)")
+        #expect(result.signaled && result.status == SIGSEGV, "expected death by SIGSEGV\n\(result.report)")
+        #expect(Self.fault(result)?.code == 9, "expected si_code 9 (SEGV_MTESERR)\n\(result.report)")
+        let complaint = Arm64.guestStderrLines(result).filter { $0.hasPrefix("aethalloc:") }
+        if how == "unset" {
+            #expect(complaint.isEmpty, "\(result.report)")
+        } else {
+            #expect(
+                complaint == ["aethalloc: AETHALLOC_MTE=sometimes is not valid (accepted: sync, async or 0); using sync"],
+                "\(result.report)")
+        }
+    }
+
+    /// AETHALLOC_MTE=0, or a CPU without MTE: no tags, and the same accesses
+    /// go through (the software checks remain; they do not see these).
+    @Test("No tagging with AETHALLOC_MTE=0 or without MTE", arguments: ["0", "no-mte-cpu"])
     func off(_ how: String) async throws {
         let result: BBProcessOutput
         switch how {
-        case "unset": result = try await Self.mte(["uaf-write"], environment: [:])
         case "0": result = try await Self.mte(["uaf-write"], environment: ["AETHALLOC_MTE": "0"])
-        default: result = try await Self.mte(["uaf-write"], cpu: Arm64.withoutMTE)
+        default: result = try await Self.mte(["uaf-write"], environment: [:], cpu: Arm64.withoutMTE)
         }
         #expect(result.stdoutLines.contains("tagging=off tagged=0"), "tagging was on\n\(result.report)")
         #expect(!result.signaled && result.status == 3 && result.stdoutText.contains("survived"), "\(result.report)")
+    }
+
+    /// The emulator itself keeps tags that threads store at once into fresh
+    /// pages (Tests/aarch64/qemu_tag_race.c; qemu 7.2 does not, Arm64.emulator).
+    /// Without this, a tagged multi-threaded run that fails says nothing
+    /// about the allocator.
+    @Test("The emulator keeps memory tags stored by several threads at once")
+    func emulatorKeepsTags() async throws {
+        let exe = try await Arm64.executable(
+            BBPaths.packageRoot.appendingPathComponent("Tests/aarch64/qemu_tag_race.c"),
+            flags: ["-O2", "-Wall", "-march=armv8.5-a+memtag", "-pthread"], libraries: [])
+        let result = try await Arm64.run(exe, library: nil)
+        #expect(result.succeeded && result.stdoutText.hasPrefix("lost=0 "), "\(result.report)")
     }
 
     /// Misuse through free/realloc/malloc_usable_size still ends in one line:
@@ -348,6 +436,7 @@ struct Aarch64MTETests {
             ("stale-free", "free", "memory tag mismatch: a stale pointer to a block freed and handed out again"),
             ("stale-realloc", "realloc", "memory tag mismatch: a stale pointer to a block freed and handed out again"),
             ("stale-usable-size", "malloc_usable_size", "memory tag mismatch: a stale pointer to a block freed and handed out again"),
+            ("large-stale-free", "free", "memory tag mismatch: a stale pointer to a block freed and handed out again"),
         ])
     func misuse(_ kind: String, _ operation: String, _ reason: String) async throws {
         let result = try await Self.mte([kind])
@@ -370,9 +459,10 @@ struct Aarch64MTETests {
     }
 
     /// Tagged pointers work everywhere the API takes one; neighbours differ.
-    @Test("Tagged pointers: usable size, realloc, free, calloc; neighbours never share a tag")
-    func taggedAPI() async throws {
-        let result = try await Self.mte(["tagged-api"])
+    /// The same for large blocks up to 1 MiB; above, no tag.
+    @Test("Tagged pointers: usable size, realloc, free, calloc; neighbours never share a tag", arguments: ["tagged-api", "large-tagged-api"])
+    func taggedAPI(_ kind: String) async throws {
+        let result = try await Self.mte([kind])
         #expect(result.stdoutLines.contains("tagging=sync tagged=1"), "tagging was not on\n\(result.report)")
         #expect(result.succeeded && result.stdoutLines.contains("ok"), "\(result.failLines.joined(separator: " "))\n\(result.report)")
     }

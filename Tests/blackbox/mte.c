@@ -16,7 +16,10 @@
  *   stale-usable-size) print "ptr=0x..." and pass that pointer back; the
  *   allocator must abort with one line (the harness checks it).
  * - tagged-api: malloc_usable_size, realloc and free accept tagged
- *   pointers, neighbours never share a tag, calloc zeroes; prints "ok". */
+ *   pointers, neighbours never share a tag, calloc zeroes; prints "ok".
+ * - large-*: the same for blocks above the size classes (64 KiB) up to the
+ *   largest the hardened variant tags (1 MiB): large-uaf-reused is a fault
+ *   case, large-stale-free a misuse case, large-tagged-api prints "ok". */
 #include "bb.h"
 
 #include <malloc.h>
@@ -59,6 +62,9 @@ static void print_mode(void) {
 
 static volatile unsigned char sink;
 
+/* A large block the hardened variant tags (64 KiB < LARGE <= 1 MiB). */
+#define LARGE 200000
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: mte CASE\n"); return 2; }
     const char *c = argv[1];
@@ -90,6 +96,16 @@ int main(int argc, char **argv) {
         BB_CHECK(tag_of(q) != tag_of(p), "the block kept its tag when handed out again (%p, %p)", (void *)p, (void *)q);
         say_now("ptr=%p\n", (void *)p);
         p[8] = 1;
+    } else if (!strcmp(c, "large-uaf-reused")) {
+        /* Unmapped at free, mapped again at the same address for the next
+         * block of the size, under another tag: the old pointer faults. */
+        unsigned char *p = malloc(LARGE);
+        free(p);
+        unsigned char *q = malloc(LARGE);
+        BB_CHECK(address_of(q) == address_of(p), "the address was not used again (%p, then %p)", (void *)p, (void *)q);
+        BB_CHECK(tag_of(q) != 0 && tag_of(q) != tag_of(p), "tags %p, then %p", (void *)p, (void *)q);
+        say_now("ptr=%p\n", (void *)p);
+        p[8] = 1;
     } else if (!strcmp(c, "overflow")) {
         /* One byte past the block is the next block's first granule. */
         unsigned char *p = malloc(64);
@@ -116,6 +132,38 @@ int main(int argc, char **argv) {
         if (!strcmp(c, "stale-free")) free(p);
         else if (!strcmp(c, "stale-realloc")) p = realloc(p, 128);
         else sink = (unsigned char)malloc_usable_size(p);
+    } else if (!strcmp(c, "large-stale-free")) {
+        /* Without tags this would free the new block. */
+        char *p = malloc(LARGE);
+        free(p);
+        char *q = malloc(LARGE);
+        BB_CHECK(address_of(q) == address_of(p), "the address was not used again (%p, then %p)", (void *)p, (void *)q);
+        say_now("ptr=%p\n", (void *)p);
+        free(p);
+    } else if (!strcmp(c, "large-tagged-api")) {
+        unsigned char *p = malloc(LARGE);
+        BB_CHECK(p != NULL && tag_of(p) != 0, "malloc(%d) = %p carries no tag", LARGE, (void *)p);
+        size_t n = malloc_usable_size(p);
+        BB_CHECK(n >= LARGE, "malloc_usable_size(%p) = %zu", (void *)p, n);
+        memset(p, 0x5a, n); /* every usable byte carries the tag */
+        unsigned char *q = realloc(p, LARGE / 2);
+        BB_CHECK(q == p, "realloc shrinking %p moved it to %p", (void *)p, (void *)q);
+        q = realloc(q, 3 * LARGE);
+        BB_CHECK(q != NULL && tag_of(q) != 0, "realloc growing gave %p", (void *)q);
+        for (size_t k = 0; k < LARGE / 2; k++) BB_CHECK(q[k] == 0x5a, "realloc lost byte %zu", k);
+        memset(q, 1, malloc_usable_size(q));
+        free(q);
+        unsigned char *z = calloc(1, LARGE);
+        BB_CHECK(z != NULL && tag_of(z) != 0, "calloc(%d) = %p carries no tag", LARGE, (void *)z);
+        for (size_t k = 0; k < LARGE; k++) BB_CHECK(z[k] == 0, "calloc byte %zu is %u", k, z[k]);
+        free(z);
+        /* Above 1 MiB: guard pages only, no tag. */
+        unsigned char *big = malloc(4 << 20);
+        BB_CHECK(big != NULL && tag_of(big) == 0, "malloc(4 MiB) = %p is tagged", (void *)big);
+        memset(big, 2, 4 << 20);
+        free(big);
+        say_now("ok\n");
+        return 0;
     } else if (!strcmp(c, "tagged-api")) {
         enum { N = 2000 };
         static unsigned char *ps[N];
