@@ -203,6 +203,7 @@ enum Options {
             || isName(entry, "AETHALLOC_FUZZ_ITERATIONS") || isName(entry, "AETHALLOC_REDIS_REQUESTS")
             || isName(entry, "AETHALLOC_PYTHON_TESTS")
             || isName(entry, "AETHALLOC_AARCH64_LIB_DIR") || isName(entry, "AETHALLOC_AARCH64_OUT")
+            || isName(entry, "AETHALLOC_QEMU_AARCH64")
     }
 
     /// Whether "NAME=value" entry `entry` is variable `name`.

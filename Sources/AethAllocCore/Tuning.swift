@@ -104,11 +104,12 @@ enum Tuning {
     static let largeCacheMaxTotalBytes = 128 * 1024 * 1024
     /// Cached spans idle longer than this are unmapped on the next large op.
     static let largeCacheDecayMs: UInt64 = 1000
-    /// A cached span reused for a smaller block keeps at most this much
-    /// beyond the block; the rest is split off, moved (mremap) to a span of
-    /// its own and cached. (Splitting off only tails of 1 MiB or more, and
-    /// unmapping smaller ones, took 5-12% more time on handoff_mixed,
-    /// big_churn and fragmentation, one interleaved `aethalloc-cli ab` run.)
+    /// A cached span reused for a smaller block is cut at the first chunk
+    /// boundary past the block when at least this much lies beyond the cut;
+    /// that rest becomes a cached span where it is (Large.allocate). (With
+    /// the earlier split by mremap, splitting off only tails of 1 MiB or
+    /// more took 5-12% more time on handoff_mixed, big_churn and
+    /// fragmentation, one interleaved `aethalloc-cli ab` run.)
     static let largeReuseSlackBytes = 64 * 1024
     /// ...except for a block that realloc moves while growing: it keeps a
     /// reused span up to this many times its size (realloc_growth bench:

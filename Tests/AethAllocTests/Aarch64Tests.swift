@@ -150,9 +150,7 @@ enum Arm64 {
         _ exe: String, _ arguments: [String] = [], library: String?, environment: [String: String] = [:],
         cpu: String = withMTE, pageBytes: Int? = nil, timeout: Duration = .seconds(300)
     ) async throws -> BBProcessOutput {
-        // The suite's own settings are not the guest's: the allocator names
-        // any AETHALLOC_ variable it does not know on stderr.
-        var options = ["-L", sysroot, "-cpu", cpu, "-U", "AETHALLOC_QEMU_AARCH64", "-U", "AETHALLOC_AARCH64_LIB_DIR"]
+        var options = ["-L", sysroot, "-cpu", cpu]
         // qemu 7.2 faults `dc zva` through a tagged pointer (reproduced
         // without the allocator: memset(tagged, 0, 8192) dies with SEGV_MAPERR),
         // and glibc's default memset zeroes with it; the a64fx memset

@@ -1,7 +1,8 @@
 // White-box tests of how freed large spans are reused (Large.allocate): a
 // request no cached span fits is assembled from cached spans, whose pages
 // move (mremap) instead of being faulted in again; the unused tail of a
-// reused span becomes a cached span of its own; calloc reads zeros either
+// reused span, from a chunk boundary on, becomes a cached span where it is;
+// freed spans merge with their cached neighbours; calloc reads zeros either
 // way; a refused mremap gives the spans back and the block is still whole.
 import CAethAlloc
 import Foundation
@@ -63,33 +64,61 @@ func residentPages(_ p: UnsafeMutableRawPointer, bytes: Int) -> [Bool] {
         #expect(bytes.allSatisfy { $0 == 0 })
     }
 
-    @Test func theTailOfAReusedSpanIsCachedOnItsOwn() throws {
+    @Test func theTailOfAReusedSpanIsCutAtAChunkBoundaryAndCachedWhereItIs() throws {
         let a = try #require(Allocator.allocate(UInt(20 * Self.mib)))
         let base = try #require(Segment.owner(of: a))
+        let whole = Large.header(base).pointee.mappedBytes
         stamp(a, bytes: 20 * Self.mib, seed: 0xC)
         Allocator.deallocate(a)
         let b = try #require(Allocator.allocate(UInt(6 * Self.mib)))
         defer { Allocator.deallocate(b) }
         #expect(Segment.owner(of: b) == base, "the cached span was not reused")
-        let mapped = Large.header(base).pointee.mappedBytes
-        #expect(mapped < 7 * Self.mib, "the reused span kept its tail")
+        // 6 MiB and the header, up to the next 4 MiB boundary.
+        let cut = 8 * Self.mib
+        #expect(Large.header(base).pointee.mappedBytes == cut, "the reused span was not cut at the chunk boundary")
         let cached = Large.cachedFigures()
         #expect(cached.count == 1)
-        #expect(cached.bytes == Large.mappedBytes(size: 20 * Self.mib, userOffset: Tuning.largeHeaderBytes)! - mapped)
-        // The tail's pages moved with it: a block reusing it reads the data
-        // they held at their place in the old block.
+        #expect(cached.bytes == whole - cut)
+        // The tail stayed where it was, with its data: a block reusing it
+        // starts `cut` into the old span and reads the old block's stamps.
         let c = try #require(Allocator.allocate(UInt(cached.bytes - Tuning.largeHeaderBytes)))
         defer { Allocator.deallocate(c) }
+        #expect(Segment.owner(of: c) == base + cut, "the tail moved")
         #expect(Large.cachedFigures().count == 0)
-        // c + x was a + mapped + x (both blocks start `largeHeaderBytes` into
-        // their span); the stamps are at multiples of 4 KiB from a.
         for x in stride(from: 0, to: 4 * Self.mib, by: 4096) {
             let word = c.load(fromByteOffset: x, as: UInt64.self)
-            if word != 0xC ^ UInt64(mapped + x) {
+            if word != 0xC ^ UInt64(cut + x) {
                 Issue.record("the tail's page at +\(x) does not hold the old block's data")
                 break
             }
         }
+    }
+
+    @Test func aFreedSpanMergesWithTheCachedSpansNextToIt() throws {
+        let a = try #require(Allocator.allocate(UInt(20 * Self.mib)))
+        let base = try #require(Segment.owner(of: a))
+        let whole = Large.header(base).pointee.mappedBytes
+        Allocator.deallocate(a)
+        // Cut in three: b, c and the cached tail, all one mapping.
+        let b = try #require(Allocator.allocate(UInt(6 * Self.mib)))
+        let c = try #require(Allocator.allocate(UInt(6 * Self.mib)))
+        #expect(Segment.owner(of: b) == base && Segment.owner(of: c) == base + 8 * Self.mib)
+        #expect(Large.cachedFigures().count == 1)
+        // b alone has no free neighbour; c then joins b before it and the
+        // tail after it: one span again, the whole mapping, still single.
+        Allocator.deallocate(b)
+        #expect(Large.cachedFigures().count == 2)
+        Allocator.deallocate(c)
+        let cached = Large.cachedFigures()
+        #expect(cached.count == 1 && cached.bytes == whole, "the spans did not merge: \(cached)")
+        #expect(Large.header(base).pointee.mappedBytes == whole)
+        #expect(Large.header(base).pointee.singleMapping)
+        #expect(Segment.owner(of: c) == nil, "the merged block's map entry points into the span")
+        // A block as large as the first takes the merged span whole.
+        let d = try #require(Allocator.allocate(UInt(20 * Self.mib)))
+        defer { Allocator.deallocate(d) }
+        #expect(Segment.owner(of: d) == base)
+        #expect(Large.cachedFigures().count == 0)
     }
 
     @Test func aRefusedMremapGivesTheSpansBack() throws {
