@@ -42,6 +42,8 @@ struct LargeHeader {
     /// The start of the mmap the span was cut from: two adjacent spans of
     /// the same origin merge into one that is still a single mapping.
     var origin: UInt
+    /// The next span on `LargeCache.toUnmap`.
+    var nextToUnmap: RawPointer?
 }
 
 struct LargeCacheEntry {
@@ -52,11 +54,15 @@ struct LargeCacheEntry {
 }
 
 /// The cache of freed large spans. Invariants (under `lock`): entries
-/// 0..<count are occupied; `totalBytes` is the sum of their sizes.
+/// 0..<count are occupied; `totalBytes` is the sum of their sizes; spans
+/// leaving for the OS wait on `toUnmap` (linked through their headers) and
+/// are unmapped once the lock is released (`Large.unlock`), so no thread
+/// waits for the lock through a munmap.
 struct LargeCache: ~Copyable {
     var count: Int
     var totalBytes: Int
     var lastDecayMs: UInt64
+    var toUnmap: RawPointer?
 
     @inline(__always) static var entriesOffset: Int { Layout.after(0, MemoryLayout<LargeCache>.size) }
     @inline(__always) static var bytes: Int { entriesOffset + MemoryLayout<LargeCacheEntry>.stride * Tuning.largeCacheEntries }
@@ -144,7 +150,7 @@ enum Large {
             }
         }
         decay()
-        Lock.release(LargeCache.lockWord)
+        unlock()
         if base == nil {
             base = OS.mapAligned(bytes: needed, alignment: baseAlignment)
             if base == nil {
@@ -206,7 +212,7 @@ enum Large {
             Lock.acquire(LargeCache.lockWord)
             insertCached(base, h)
             decay()
-            Lock.release(LargeCache.lockWord)
+            unlock()
             return
         }
         unmap(base, h)
@@ -293,12 +299,12 @@ enum Large {
     /// remaining span is due, nil if none is cached.
     static func reclaim(now: UInt64) -> UInt64? {
         Lock.acquire(LargeCache.lockWord)
-        defer { Lock.release(LargeCache.lockWord) }
+        defer { unlock() }
         let cache = Globals.largeCache
         while cache.pointee.count > 0 && now &- LargeCache.entries[0].idleSinceMs >= Tuning.largeCacheDecayMs {
             let e = LargeCache.entries[0]
             removeEntry(0)
-            unmap(e.base!, header(e.base!))
+            retire(e.base!)
         }
         if cache.pointee.count == 0 { return nil }
         let due = LargeCache.entries[0].idleSinceMs &+ Tuning.largeCacheDecayMs
@@ -322,9 +328,9 @@ enum Large {
             let e = LargeCache.entries[cache.pointee.count - 1]
             removeEntry(cache.pointee.count - 1)
             released += e.mappedBytes
-            unmap(e.base!, header(e.base!))
+            retire(e.base!)
         }
-        Lock.release(LargeCache.lockWord)
+        unlock()
         return released
     }
 
@@ -380,7 +386,7 @@ enum Large {
             if OS.remap(e.base!, from: e.mappedBytes, to: e.mappedBytes, at: target + offset) {
                 offset += e.mappedBytes
             } else {
-                unmap(e.base!, h)
+                retire(e.base!)
             }
         }
         return offset
@@ -458,14 +464,33 @@ enum Large {
             // Evict the oldest (entry 0).
             let e = LargeCache.entries[0]
             removeEntry(0)
-            unmap(e.base!, header(e.base!))
+            retire(e.base!)
         }
-        if bytes > Reclaimer.largeCacheLimitBytes { return unmap(base, h) }
+        if bytes > Reclaimer.largeCacheLimitBytes { return retire(base) }
         let now = OS.nowMs()
         LargeCache.entries[cache.pointee.count] = LargeCacheEntry(
             base: base, mappedBytes: bytes, baseAlignment: h.pointee.baseAlignment, idleSinceMs: now)
         cache.pointee.count += 1
         cache.pointee.totalBytes += bytes
+    }
+
+    /// Queues the span at `base`, out of the cache, for unmapping once the
+    /// lock is released (lock held).
+    private static func retire(_ base: RawPointer) {
+        header(base).pointee.nextToUnmap = Globals.largeCache.pointee.toUnmap
+        Globals.largeCache.pointee.toUnmap = base
+    }
+
+    /// Releases the cache's lock, then unmaps the spans retired under it.
+    private static func unlock() {
+        var next = Globals.largeCache.pointee.toUnmap
+        Globals.largeCache.pointee.toUnmap = nil
+        Lock.release(LargeCache.lockWord)
+        while let base = next {
+            let h = header(base)
+            next = h.pointee.nextToUnmap
+            unmap(base, h)
+        }
     }
 
     private static func removeEntry(_ i: Int) {
@@ -491,7 +516,7 @@ enum Large {
         while cache.pointee.count > 0 && now &- LargeCache.entries[0].idleSinceMs >= Tuning.largeCacheDecayMs {
             let e = LargeCache.entries[0]
             removeEntry(0)
-            unmap(e.base!, header(e.base!))
+            retire(e.base!)
         }
     }
 }
