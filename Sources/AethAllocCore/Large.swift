@@ -15,8 +15,9 @@
 // the first chunk boundary past what it needs; the rest becomes a cached span
 // where it is. A freed span merges with the cached spans right before and
 // after it in memory. A request no cached span fits is assembled from cached
-// spans moved (mremap) into one new mapping. When spans go back to the OS (their decay, the
-// cache's limit) is Reclaim.swift's to say; malloc_trim unmaps them all.
+// spans moved (mremap) into one new mapping. When spans go back to the OS
+// (their decay, the cache's limit) is Reclaim.swift's to say; malloc_trim
+// unmaps them all, after the cache's lock is released (`unlock`).
 // `realloc` grows in place with mremap, or moves the pages with mremap, and
 // copies only a block mremap cannot take as one mapping (assembled, or with
 // hardened guard pages).
