@@ -117,6 +117,10 @@ enum Hardening {
     /// stzg, which zeroes): calloc need not zero it again.
     @inline(__always) static var handsOutZeroed: Bool { tagging }
 
+    /// The tag `p` carries in bits 56..59 (0 for an untagged pointer).
+    @inline(__always)
+    static func pointerTag(_ p: RawPointer) -> UInt { UInt(bitPattern: p) >> UInt(OS.tagShift) & 15 }
+
     /// `p` without its tag bits. The identity where no pointer is ever tagged.
     @inline(__always)
     static func stripTag(_ p: RawPointer) -> RawPointer {
@@ -174,7 +178,7 @@ enum Hardening {
     /// checked (Large.validate): remembered for tagLarge.
     static func largeFreed(_ pointer: RawPointer, base: RawPointer) {
         if !tagging { return }
-        let tag = UInt(bitPattern: pointer) >> UInt(OS.tagShift) & 15
+        let tag = pointerTag(pointer)
         if tag != 0 { Globals.lastFreedLargeTag.pointee.store(UInt(bitPattern: base) | tag, ordering: .relaxed) }
     }
 
@@ -186,13 +190,13 @@ enum Hardening {
         checkTag(pointer, operation: operation)
         let p = stripTag(pointer)
         OS.untagAndZero(p, bytes: Globals.classInfo(c).pointee.blockSize)
-        (p + 8).storeBytes(of: UInt64(UInt(bitPattern: pointer) >> UInt(OS.tagShift) & 15), as: UInt64.self)
+        (p + 8).storeBytes(of: UInt64(pointerTag(pointer)), as: UInt64.self)
     }
 
     @inline(never)
     static func checkTag(_ pointer: RawPointer, operation: StaticString) {
         let p = stripTag(pointer)
-        if OS.memoryTag(of: p) != UInt(bitPattern: pointer) >> UInt(OS.tagShift) & 15 {
+        if OS.memoryTag(of: p) != pointerTag(pointer) {
             Diagnostics.invalidPointer(
                 pointer, operation: operation, reason: "memory tag mismatch: a stale pointer to a block freed and handed out again")
         }

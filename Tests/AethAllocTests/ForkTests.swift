@@ -151,17 +151,21 @@ func forkChild(_ body: () -> Int32) -> ChildEnd {
         #expect(end == .exited(0))
     }
 
+    /// Allocates and frees `blocks` 48-byte blocks on the calling thread;
+    /// its cache afterwards (nil if the thread has none).
+    static func cacheAfterChurn(blocks: Int) -> UnsafeMutableRawPointer? {
+        var held: [UnsafeMutableRawPointer] = []
+        for _ in 0..<blocks { held.append(Allocator.allocate(48)!) }
+        held.forEach { Allocator.deallocate($0) }
+        return OS.tlsState == ThreadState.live ? OS.tlsCache : nil
+    }
+
     /// A thread's exit flush marks its cache busy, and it stays so until a
     /// new thread gets it: a fork during that flush (the cache still on the
     /// live list, its batches partly on the pool already) must not orphan it.
     @Test func aThreadsExitFlushLeavesItsCacheBusyUntilReused() throws {
         let cache = LockedBox<UnsafeMutableRawPointer?>(nil)
-        let worker = JoinableThread {
-            var blocks: [UnsafeMutableRawPointer] = []
-            for _ in 0..<40 { blocks.append(Allocator.allocate(48)!) }
-            blocks.forEach { Allocator.deallocate($0) }
-            cache.withLock { $0 = OS.tlsState == ThreadState.live ? OS.tlsCache : nil }
-        }
+        let worker = JoinableThread { cache.withLock { $0 = Self.cacheAfterChurn(blocks: 40) } }
         worker.join()
         let tc = try #require(cache.withLock { $0 })
         #expect(ThreadCache.links(tc).pointee.busy != 0, "an exited thread's cache is not busy")
@@ -178,10 +182,7 @@ func forkChild(_ body: () -> Int32) -> ChildEnd {
         let ready = DispatchSemaphore(value: 0)
         let release = DispatchSemaphore(value: 0)
         let worker = JoinableThread {
-            var blocks: [UnsafeMutableRawPointer] = []
-            for _ in 0..<20 { blocks.append(Allocator.allocate(48)!) }
-            blocks.forEach { Allocator.deallocate($0) }
-            cache.withLock { $0 = OS.tlsState == ThreadState.live ? OS.tlsCache : nil }
+            cache.withLock { $0 = Self.cacheAfterChurn(blocks: 20) }
             ready.signal()
             release.wait()
         }

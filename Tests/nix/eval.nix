@@ -207,6 +207,9 @@ let
       b = ps.aethalloc-cli;
       arm = sys == "aarch64-linux";
       phases = b.buildPhase + b.installPhase;
+      # On aarch64-linux the build phase has `armNeedle`; elsewhere it lacks `otherNeedle`.
+      armOrNot = armName: armNeedle: otherName: otherNeedle:
+        if arm then contains armName b.buildPhase armNeedle else lacks otherName b.buildPhase otherNeedle;
     in
     [
       (eq "${sys}: the same packages" (attrNames ps) (attrNames p))
@@ -218,27 +221,17 @@ let
       ) (attrNames ps)) "a package without ${sys} in meta.platforms")
       (eq "${sys}: passthru.aarch64" b.aarch64 arm)
       (contains "${sys}: swift-build -c release" b.buildPhase "swift-build -c release")
-      (if arm then
-        contains "${sys}: SwiftPM builds only the tool" b.buildPhase "swift-build -c release -j \"$NIX_BUILD_CORES\" --product aethalloc-cli"
-      else
-        lacks "${sys}: SwiftPM builds every product" b.buildPhase "--product")
-      (if arm then
-        contains "${sys}: variants/build-aarch64 builds the libraries" b.buildPhase "bash variants/build-aarch64"
-      else
-        lacks "${sys}: no variants/build-aarch64" b.buildPhase "build-aarch64")
-      (if arm then
-        contains "${sys}: with the native cc, not the Debian cross gcc" b.buildPhase "AARCH64_CC=cc SWIFTC=swiftc"
-      else
-        lacks "${sys}: no AARCH64_CC" b.buildPhase "AARCH64_CC")
-      (if arm then
-        contains "${sys}: against glibc's and the kernel's headers of ${sys}" b.buildPhase
-          "cp -rs --no-preserve=mode ${h.stub.legacyPackages.${sys}.glibc.dev}/include/. ${h.stub.legacyPackages.${sys}.linuxHeaders}/include/. "
-      else
-        lacks "${sys}: no AARCH64_SYSROOT" b.buildPhase "AARCH64_SYSROOT")
-      (if arm then
-        contains "${sys}: the script reads that sysroot" b.buildPhase "AARCH64_SYSROOT=\"$TMPDIR/sysroot\""
-      else
-        lacks "${sys}: no sysroot" b.buildPhase "sysroot")
+      (armOrNot "${sys}: SwiftPM builds only the tool" "swift-build -c release -j \"$NIX_BUILD_CORES\" --product aethalloc-cli"
+        "${sys}: SwiftPM builds every product" "--product")
+      (armOrNot "${sys}: variants/build-aarch64 builds the libraries" "bash variants/build-aarch64"
+        "${sys}: no variants/build-aarch64" "build-aarch64")
+      (armOrNot "${sys}: with the native cc, not the Debian cross gcc" "AARCH64_CC=cc SWIFTC=swiftc"
+        "${sys}: no AARCH64_CC" "AARCH64_CC")
+      (armOrNot "${sys}: against glibc's and the kernel's headers of ${sys}"
+        "cp -rs --no-preserve=mode ${h.stub.legacyPackages.${sys}.glibc.dev}/include/. ${h.stub.legacyPackages.${sys}.linuxHeaders}/include/. "
+        "${sys}: no AARCH64_SYSROOT" "AARCH64_SYSROOT")
+      (armOrNot "${sys}: the script reads that sysroot" "AARCH64_SYSROOT=\"$TMPDIR/sysroot\""
+        "${sys}: no sysroot" "sysroot")
       (lacks "${sys}: no -mcx16 in the build" phases "-mcx16")
       (lacks "${sys}: no -march=x86 flag in the build" phases "-march=x86")
       (contains "${sys}: installs bin/aethalloc-cli" b.installPhase ''"$out/bin/aethalloc-cli"'')
