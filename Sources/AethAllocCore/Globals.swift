@@ -17,7 +17,7 @@
 //   ClassInfo[SizeClass.count]
 //   Central[SizeClass.count]     `centralStride` apart (own cache lines)
 //   Depot[SizeClass.count]       `depotStride` apart
-//   SegmentManager, MetadataArena, the stacks of empty magazines and of
+//   SegmentManager, its bins (SegmentBins), MetadataArena, the stacks of empty magazines and of
 //   free batch descriptors,
 //   ThreadCacheRegistry, GlobalMetrics (+ per-class counts), PublisherState
 //   the slot table: every lock and atomic flag, `slotStride` apart
@@ -73,7 +73,8 @@ enum Globals {
     @inline(__always) static var depotStride: Int { Layout.after(0, MemoryLayout<Depot>.size) }
     @inline(__always) static var depotOffset: Int { Layout.after(centralOffset, centralStride * SizeClass.count) }
     @inline(__always) static var segmentManagerOffset: Int { Layout.after(depotOffset, depotStride * SizeClass.count) }
-    @inline(__always) static var arenaOffset: Int { Layout.after(segmentManagerOffset, MemoryLayout<SegmentManager>.size) }
+    @inline(__always) static var segmentBinsOffset: Int { Layout.after(segmentManagerOffset, MemoryLayout<SegmentManager>.size) }
+    @inline(__always) static var arenaOffset: Int { Layout.after(segmentBinsOffset, SegmentBins.bytes) }
     @inline(__always) static var emptyMagazinesOffset: Int { Layout.after(arenaOffset, MemoryLayout<MetadataArena>.size) }
     @inline(__always) static var emptyBatchesOffset: Int { Layout.after(emptyMagazinesOffset, MemoryLayout<TaggedStack>.size) }
     @inline(__always) static var registryOffset: Int { Layout.after(emptyBatchesOffset, MemoryLayout<TaggedStack>.size) }
@@ -167,6 +168,9 @@ enum Globals {
     @inline(__always) static var segments: UnsafeMutablePointer<SegmentManager> {
         (root + segmentManagerOffset).assumingMemoryBound(to: SegmentManager.self)
     }
+    @inline(__always) static var segmentBins: UnsafeMutablePointer<UInt> {
+        (root + segmentBinsOffset).assumingMemoryBound(to: UInt.self)
+    }
     @inline(__always) static var largeCache: UnsafeMutablePointer<LargeCache> {
         (root + largeCacheOffset).assumingMemoryBound(to: LargeCache.self)
     }
@@ -192,10 +196,12 @@ enum Globals {
     @inline(__always) static var segmentMap: UnsafeMutablePointer<UInt8> { OS.segmentMap }
 
     /// Checks at start-up what the derivation cannot: that everything fits
-    /// the static storage, and that each policy's per-class state and the
-    /// thread cache fit their fixed sizes.
+    /// the static storage, that a segment's metadata ends before its page
+    /// table, and that each policy's per-class state and the thread cache
+    /// fit their fixed sizes.
     static func checkLayout() {
         let ok = endOffset <= OS.rootStorageBytes
+            && Segment.metadataFits
             && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
             && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
             && ThreadCache.linksOffset + MemoryLayout<CacheLinks>.size <= ThreadCache.bytes

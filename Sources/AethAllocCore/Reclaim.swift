@@ -12,8 +12,12 @@
 //   span decay     a cached large span idle for longer than
 //                  Tuning.largeCacheDecayMs is unmapped; at most
 //                  largeCacheLimitBytes are cached
-//   empty segments one wholly free segment stays mapped, the rest are
-//                  unmapped at once (SegmentManager.releasePage)
+//   empty segments one wholly free segment stays mapped; the rest are
+//                  unmapped at once (SegmentManager.releasePage), or, while
+//                  the reclaimer runs, when the purge delay is up (they
+//                  count as dirty, within the budget): a program whose
+//                  segments empty and refill does not unmap and fault in
+//                  the same memory in a loop
 //   depots, pools  drained when the process is back to one thread
 //                  (ThreadCache.detach) and by malloc_trim (Reclaimer.trim), which
 //                  reaches every thread's cache through the trim epoch
@@ -91,6 +95,18 @@ enum Reclaimer {
     /// instead of 92,634, peak RSS 447 MB instead of 413 MB).
     @inline(__always) static var largeCacheLimitBytes: Int {
         isRunning ? 2 * Tuning.largeCacheMaxTotalBytes : Tuning.largeCacheMaxTotalBytes
+    }
+
+    /// Whether a segment just left wholly free, with `kept` such segments
+    /// already mapped, is unmapped by the releasing thread: past
+    /// `Tuning.cachedEmptySegments`, unless the reclaimer runs (then the
+    /// purge delay unmaps it). server_sim bench (10,000 slots of 16 B to
+    /// 1 MiB, every page written), unmapping at once against keeping:
+    /// 110,238 against 62,277 minor faults, 0.40 s against 0.23 s system
+    /// time, peak RSS 1,503,684 KiB against 1,509,420 KiB.
+    @inline(__always)
+    static func unmapsEmptySegmentNow(kept: Int) -> Bool {
+        kept >= Tuning.cachedEmptySegments && !isRunning
     }
 
     /// Whether the releasing thread checks the purge delay and the span

@@ -8,6 +8,7 @@
 //                                   SizeClass.markFree / markHeader / markLarge
 //   +64     sliceHead[64]   UInt8   first slice of the page owning the slice
 //   +128    SegmentHeader
+//   after   BinLink[2]      its place in the manager's two bins (SegmentBins)
 //   +512    PageMeta[64]    64 bytes each; a page uses its first slice's entry
 //   +64 KiB slice 1 ...
 //
@@ -41,10 +42,9 @@ struct SegmentHeader {
     var listed: Bool
     /// When `dirtyMask` last went from 0 to non-zero (for the purge delay).
     var dirtySinceMs: UInt64
-    /// Lengths of the longest run of free slices and of free committed
-    /// slices (best-fit search); kept by `SegmentManager.noteMasks`.
-    var longestFree: UInt8
-    var longestDirty: UInt8
+    // Followed by its BinLinks (Segment.binLinksOffset): the lengths of its
+    // longest runs of free and of free committed slices, kept by
+    // `SegmentManager.noteMasks` for the best-fit search (SegmentBins).
 }
 
 enum Segment {
@@ -53,6 +53,15 @@ enum Segment {
     static let headerOffset = 128
     static let pagesOffset = 512
     static let pageStride = 64
+    /// Where a segment's two BinLinks start (right after its header).
+    @inline(__always) static var binLinksOffset: Int {
+        Layout.after(headerOffset, MemoryLayout<SegmentHeader>.size, align: 8)
+    }
+    /// Whether the metadata before the pages fits their fixed offset
+    /// (Globals.checkLayout).
+    static var metadataFits: Bool {
+        binLinksOffset + SegmentBins.kinds * MemoryLayout<BinLink>.stride <= pagesOffset
+    }
     /// Every slice but slice 0.
     static let allSlicesFree: UInt64 = ~UInt64(1)
 
@@ -131,7 +140,8 @@ enum Segment {
 /// Invariants (under `lock`):
 /// - `withFree` lists exactly the small segments with `freeMask != 0`.
 /// - `emptySegments` counts listed segments whose `freeMask == allSlicesFree`;
-///   at most `Tuning.cachedEmptySegments` of them stay mapped.
+///   at most `Tuning.cachedEmptySegments` of them stay mapped, or more
+///   while the reclaimer runs, until their slices are due (Reclaimer).
 /// - A free slice has sliceClass `markFree`; a used one, its page's class.
 /// - `dirtyBytes` is the sum over segments of popcount(dirtyMask) slices;
 ///   `usedBytes` the bytes of all slices in pages (small or medium).
@@ -181,12 +191,12 @@ struct SegmentManager: ~Copyable {
         // Reusing committed slices costs no page faults and keeps RSS from
         // growing while freed memory waits for a purge; best fit fills the
         // holes left by freed pages before a fresh segment's long run is cut.
-        var seg = bestSegment(m, slices: slices, dirty: true)
+        var seg = SegmentBins.best(SegmentBins.dirty, slices: slices)
         var slice = -1
         if let h = seg {
             slice = bestFit(h.pointee.dirtyMask, slices: slices)
         } else {
-            seg = bestSegment(m, slices: slices, dirty: false)
+            seg = SegmentBins.best(SegmentBins.free, slices: slices)
             if let h = seg { slice = bestFit(h.pointee.freeMask, slices: slices) }
         }
         if slice < 0 {
@@ -243,14 +253,15 @@ struct SegmentManager: ~Copyable {
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
             // A wholly free segment beyond those kept warm goes back to the
-            // OS now: unmapped (purged, should the OS refuse the munmap).
-            if m.pointee.emptySegments >= Tuning.cachedEmptySegments
-                && unmapSegment(m, h)
-            {
-                maybePurge(m)
-                return
+            // OS now (unmapped; purged, should the OS refuse the munmap),
+            // or, with the reclaimer running, when its slices are due.
+            if Reclaimer.unmapsEmptySegmentNow(kept: m.pointee.emptySegments) {
+                if unmapSegment(m, h) {
+                    maybePurge(m)
+                    return
+                }
+                purgeSegment(m, h)
             }
-            if m.pointee.emptySegments >= Tuning.cachedEmptySegments { purgeSegment(m, h) }
             m.pointee.emptySegments += 1
         }
         if Reclaimer.purgesInline(dirty: m.pointee.dirtyBytes, budget: dirtyBudget(m)) { purgeExcess(m, sparing: h) }
@@ -347,7 +358,7 @@ struct SegmentManager: ~Copyable {
     }
 
     /// Length of the longest run of set bits in `free`.
-    static func longestRun(_ free: UInt64) -> UInt8 {
+    static func longestRun(_ free: UInt64) -> Int {
         var rest = free
         var longest = 0
         while rest != 0 {
@@ -356,7 +367,7 @@ struct SegmentManager: ~Copyable {
             longest = max(longest, length)
             rest &= (first + length >= 64) ? 0 : ~UInt64(0) << UInt64(first + length)
         }
-        return UInt8(longest)
+        return longest
     }
 
     // ---- internals (lock held) ---------------------------------------------
@@ -395,30 +406,11 @@ struct SegmentManager: ~Copyable {
         return dirtyRun == 0
     }
 
-    /// Recomputes the run lengths after `h`'s masks changed.
+    /// Recomputes the run lengths after `h`'s masks changed, and files `h`
+    /// in the bins for them.
     private static func noteMasks(_ h: UnsafeMutablePointer<SegmentHeader>) {
-        h.pointee.longestFree = longestRun(h.pointee.freeMask)
-        h.pointee.longestDirty = longestRun(h.pointee.dirtyMask)
-    }
-
-    /// The listed segment whose longest free (or free committed) run is the
-    /// shortest holding `slices` slices.
-    private static func bestSegment(
-        _ m: UnsafeMutablePointer<SegmentManager>, slices: Int, dirty: Bool
-    ) -> UnsafeMutablePointer<SegmentHeader>? {
-        var best: UnsafeMutablePointer<SegmentHeader>? = nil
-        var bestLongest = Int.max
-        var s = m.pointee.withFree
-        while let h = s {
-            let longest = Int(dirty ? h.pointee.longestDirty : h.pointee.longestFree)
-            if longest >= slices && longest < bestLongest {
-                best = h
-                bestLongest = longest
-                if longest == slices { break }
-            }
-            s = h.pointee.next
-        }
-        return best
+        SegmentBins.file(h, SegmentBins.free, length: longestRun(h.pointee.freeMask))
+        SegmentBins.file(h, SegmentBins.dirty, length: longestRun(h.pointee.dirtyMask))
     }
 
     /// The dirty budget now (Reclaimer.dirtyBudget).
@@ -440,9 +432,9 @@ struct SegmentManager: ~Copyable {
         var seg = m.pointee.withFree
         while let h = seg, m.pointee.dirtyBytes > target {
             seg = h.pointee.next
-            if h != hot { purgeSegment(m, h) }
+            if h != hot { giveBack(m, h) }
         }
-        if let hot, m.pointee.dirtyBytes > target { purgeSegment(m, hot) }
+        if let hot, m.pointee.dirtyBytes > target { giveBack(m, hot) }
     }
 
     /// False for `Tuning.purgeBackoffMs` after the OS refused a purge (under
@@ -467,15 +459,32 @@ struct SegmentManager: ~Copyable {
         }
     }
 
-    /// Purges every listed segment, or those dirty since before `olderThanMs`.
+    /// Purges every listed segment, or those dirty since before `olderThanMs`;
+    /// such a segment that is wholly free and beyond the ones kept warm is
+    /// unmapped instead. Returns the bytes purged.
     private static func purge(_ m: UnsafeMutablePointer<SegmentManager>, olderThanMs: UInt64?) -> Int {
         var purged = 0
         var seg = m.pointee.withFree
         while let h = seg {
-            if olderThanMs.map({ h.pointee.dirtySinceMs <= $0 }) ?? true { purged += purgeSegment(m, h) }
             seg = h.pointee.next
+            if olderThanMs.map({ h.pointee.dirtySinceMs <= $0 }) ?? true { purged += giveBack(m, h) }
         }
         return purged
+    }
+
+    /// Gives `h`'s free committed slices back to the OS: unmaps it if it is
+    /// wholly free and beyond the empty segments kept warm (kept past
+    /// releasePage only while the reclaimer runs), else purges them.
+    /// Returns the bytes purged.
+    @discardableResult
+    private static func giveBack(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>) -> Int {
+        if h.pointee.freeMask == Segment.allSlicesFree && m.pointee.emptySegments > Tuning.cachedEmptySegments
+            && unmapSegment(m, h)
+        {
+            m.pointee.emptySegments -= 1
+            return 0
+        }
+        return purgeSegment(m, h)
     }
 
     /// Purges one segment's dirty free slices, in runs. Returns the bytes.
@@ -501,7 +510,7 @@ struct SegmentManager: ~Copyable {
             dirty &= ~run
         }
         h.pointee.dirtyMask = kept
-        h.pointee.longestDirty = longestRun(kept)
+        noteMasks(h)
         if kept != 0 {
             let now = OS.nowMs()
             h.pointee.dirtySinceMs = now
@@ -522,11 +531,14 @@ struct SegmentManager: ~Copyable {
         let dirty = h.pointee.dirtyMask.nonzeroBitCount * Tuning.sliceBytes
         let wasListed = h.pointee.listed
         if wasListed { unlink(m, h) }
+        SegmentBins.file(h, SegmentBins.free, length: 0)
+        SegmentBins.file(h, SegmentBins.dirty, length: 0)
         // The map byte goes first: from here no free can find this segment.
         Segment.mapClear(base)
         if !OS.unmap(base, bytes: Tuning.segmentBytes) {
             Segment.mapSet(base, headerChunksBack: 0)
             if wasListed { link(m, h) }
+            noteMasks(h)
             purgeSegment(m, h)
             return false
         }
@@ -552,8 +564,8 @@ struct SegmentManager: ~Copyable {
         let h = Segment.header(base)
         h.pointee = SegmentHeader(
             kind: SegmentHeader.kindSmall, freeMask: Segment.allSlicesFree, dirtyMask: 0,
-            next: nil, prev: nil, listed: false, dirtySinceMs: 0,
-            longestFree: UInt8(Tuning.slicesPerSegment - 1), longestDirty: 0)
+            next: nil, prev: nil, listed: false, dirtySinceMs: 0)
+        noteMasks(h)
         link(m, h)
         m.pointee.emptySegments += 1
         Segment.mapSet(base, headerChunksBack: 0)

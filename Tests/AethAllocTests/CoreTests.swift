@@ -459,6 +459,62 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(SegmentManager.longestRun(0) == 0)
     }
 
+    @Test func mediumBlocksAreCarvedBestFitThroughTheBins() throws {
+        // Medium blocks of 1-16 slices, a random half freed: holes of every
+        // length in many segments.
+        var rng = SystemRandomNumberGenerator()
+        var blocks: [RawPointer] = []
+        for _ in 0..<600 {
+            let slices = Int.random(in: 1...16, using: &rng)
+            blocks.append(try #require(Allocator.allocate(UInt(slices * Tuning.sliceBytes - 100))))
+        }
+        blocks.shuffle(using: &rng)
+        for p in blocks.suffix(300) { Allocator.deallocate(p) }
+        blocks.removeLast(300)
+        defer { for p in blocks { Allocator.deallocate(p) } }
+
+        /// Each listed segment's longest runs of free committed slices and
+        /// of free slices.
+        func longestRuns() -> [UInt: (dirty: Int, free: Int)] {
+            Lock.acquire(SegmentManager.lockWord)
+            defer { Lock.release(SegmentManager.lockWord) }
+            var longest: [UInt: (dirty: Int, free: Int)] = [:]
+            var s = SegmentManager.shared.pointee.withFree
+            while let h = s {
+                longest[UInt(bitPattern: h)] = (
+                    SegmentManager.longestRun(h.pointee.dirtyMask), SegmentManager.longestRun(h.pointee.freeMask)
+                )
+                s = h.pointee.next
+            }
+            return longest
+        }
+        func binsConsistent() -> Bool {
+            Lock.acquire(SegmentManager.lockWord)
+            defer { Lock.release(SegmentManager.lockWord) }
+            return SegmentBins.consistent(listed: SegmentManager.shared.pointee.withFree)
+        }
+        #expect(binsConsistent())
+        // Each new block comes from a segment whose longest committed free
+        // run was the shortest that holds it, over every segment; failing
+        // that, whose longest free run was.
+        var checked = 0
+        for slices in [2, 3, 7, 16, 2, 5, 4, 9, 12, 6] {  // medium blocks (one slice is a size class)
+            let before = longestRuns()
+            let p = try #require(Allocator.allocate(UInt(slices * Tuning.sliceBytes)))
+            blocks.append(p)
+            let h = UInt(bitPattern: Segment.header(Segment.base(of: p)))
+            if let want = before.values.map(\.dirty).filter({ $0 >= slices }).min() {
+                #expect(before[h]?.dirty == want, "\(slices) slices: longest committed run \(before[h]?.dirty ?? -1), best \(want)")
+                checked += 1
+            } else if let want = before.values.map(\.free).filter({ $0 >= slices }).min() {
+                #expect(before[h]?.free == want, "\(slices) slices: longest free run \(before[h]?.free ?? -1), best \(want)")
+                checked += 1
+            }
+            #expect(binsConsistent())
+        }
+        #expect(checked >= 8)
+    }
+
     @Test func alignedSmallBlocks() throws {
         for align in [32, 64, 256, 4096, 65536] {
             for size in [1, 24, 100, 4000] {

@@ -44,6 +44,40 @@ struct ReclaimerStepTests {
         #expect(after == nil, "nothing is pending, yet the step asks to be woken in \(String(describing: after)) ms")
     } }
 
+    /// Segments left wholly free stay mapped while the reclaimer runs (a
+    /// program that empties and refills them does not unmap and fault them
+    /// in again), and go back once the delay is up; without the reclaimer,
+    /// all but `Tuning.cachedEmptySegments` go at once.
+    @Test(arguments: [true, false])
+    func emptySegmentsWaitForTheDelayWhileTheReclaimerRuns(running: Bool) throws { try PurgeDelayTests.withDelayOnly { t0 in
+        let saved = Reclaimer.state.pointee.load(ordering: .relaxed)
+        Reclaimer.state.pointee.store(running ? Reclaimer.running : Reclaimer.notStarted, ordering: .relaxed)
+        // A budget that holds every freed slice (as in a heap of a GiB).
+        let savedFloor = Globals.process.pointee.dirtyMinBytes
+        Globals.process.pointee.dirtyMinBytes = 1 << 30
+        defer {
+            Reclaimer.state.pointee.store(saved, ordering: .relaxed)
+            Globals.process.pointee.dirtyMinBytes = savedFloor
+        }
+        _ = SegmentManager.releaseEmptySegments()
+        let mapped0 = SegmentManager.figures().segments
+        // 1 MiB blocks, three to a segment: eight segments' worth.
+        var blocks: [RawPointer] = []
+        for _ in 0..<24 { blocks.append(try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))) }
+        let mapped1 = SegmentManager.figures().segments
+        try #require(mapped1 - mapped0 >= 8, "\(mapped1 - mapped0) segments mapped for 24 MiB")
+        TestClock.set(t0 + 10)
+        blocks.forEach { Allocator.deallocate($0) }
+        if running {
+            #expect(SegmentManager.figures().segments == mapped1, "empty segments unmapped before the delay")
+            #expect(Reclaimer.step(now: t0 + 500) == 510, "the empty segments' delay is up at t0 + 1010")
+            #expect(SegmentManager.figures().segments == mapped1, "empty segments unmapped before the delay")
+            _ = Reclaimer.step(now: t0 + 1010)
+        }
+        let kept = SegmentManager.figures().segments - mapped0
+        #expect(kept <= Tuning.cachedEmptySegments, "\(kept) empty segments still mapped")
+    } }
+
     @Test func unmapsCachedSpansOnceIdleForTheDecay() throws {
         let t0 = OS.nowMs()
         TestClock.set(t0)
