@@ -32,7 +32,7 @@ let swiftCX16 = cx16.flatMap { ["-Xcc", $0] }
 /// Settings shared by every Embedded variant target.
 let embeddedSwift: [SwiftSetting] = [
     .enableExperimentalFeature("Embedded"),
-    .unsafeFlags(["-wmo"] + swiftCX16),
+    .unsafeFlags(["-wmo", "-Xcc", "-momit-leaf-frame-pointer"] + swiftCX16),
 ]
 
 /// The libc names bound to the core's own exported entry points, as

@@ -27,7 +27,7 @@ enum Allocator {
         if n <= UInt(Tuning.smallTableMaxBytes) {
             return allocate(sizeClass: Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)]), request: n)
         }
-        return allocateAbove1K(n)
+        return aethalloc_allocate_above_1k(n)
     }
 
     /// A block of class `c` for a request of `n` bytes: the thread cache's
@@ -39,7 +39,7 @@ enum Allocator {
             Stats.allocated(tc, c)
             return Hardening.handOut(p, sizeClass: c)
         }
-        return allocateSlow(n, c)
+        return aethalloc_allocate_slow(n, c)
     }
 
     @inline(never)
@@ -110,24 +110,36 @@ enum Allocator {
 
     // ---- free --------------------------------------------------------------------
 
+    /// The address bits that must be clear in a pointer the segment map can
+    /// describe and that is a block start: those at or above the map's reach
+    /// (OS.segmentMapEntries chunks) and the low four.
+    @inline(__always) static var outsideMapOrMisaligned: UInt {
+        ~((UInt(OS.segmentMapEntries) &<< UInt(Tuning.segmentShift)) &- 1) | 15
+    }
+
     // Fast-path budget for free(p) of a small block, x86-64: alignment test,
     // segment-map byte load and compare, slice-class byte load and compare,
     // TLS load, then the policy's push (2 loads, 2 stores, 1 branch). The map
     // byte is read plainly, not through Segment.mapByte: a block being freed
     // keeps its segment mapped, so nothing writes that byte meanwhile, and
     // `cmpb` on memory saves the load-then-compare of an atomic load.
+    //
+    // free(NULL) needs no test of its own here: address 0 passes the mask
+    // test, and the map byte of chunk 0 is never set (every mapping the map
+    // describes starts at a non-zero multiple of 4 MiB), so NULL leaves the
+    // fast path at the map byte and returns below it.
     @inline(__always)
     static func deallocate(_ pointer: RawPointer?) {
-        guard let pointer else { return }
         // Hardened on aarch64: the address without a memory tag.
-        let p = Hardening.stripTag(pointer)
-        let a = UInt(bitPattern: p)
+        let a = Hardening.stripTag(UInt(bitPattern: pointer))
         let chunk = a &>> UInt(Tuning.segmentShift)
-        if a & 15 == 0 && chunk < UInt(OS.segmentMapEntries) && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
+        // 16-byte aligned and inside the map, in one test against one mask.
+        if a & Allocator.outsideMapOrMisaligned == 0 && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
+            let p = RawPointer(bitPattern: a).unsafelyUnwrapped
             let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
             let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
             if c < SizeClass.count {
-                Hardening.takeBack(pointer, sizeClass: c, operation: "free")
+                Hardening.takeBack(pointer.unsafelyUnwrapped, sizeClass: c, operation: "free")
                 let tc = ThreadCache.current
                 if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
                     Stats.freed(tc, c)
@@ -136,6 +148,7 @@ enum Allocator {
                 return deallocateToFullCache(p, c)
             }
         }
+        guard let pointer else { return }
         deallocateSlow(pointer)
     }
 
@@ -283,3 +296,13 @@ enum Allocator {
         }
     }
 }
+
+// The slow paths malloc's fast path ends in, under the C calling convention
+// like the exported entry points: the fast path reaches them with a tail
+// jump, so it needs no stack frame of its own (a Swift-convention callee
+// would need a call, and with it a frame). Not exported (exports.map).
+@c(aethalloc_allocate_slow) @inline(never)
+func aethalloc_allocate_slow(_ n: UInt, _ c: Int) -> RawPointer? { Allocator.allocateSlow(n, c) }
+
+@c(aethalloc_allocate_above_1k) @inline(never)
+func aethalloc_allocate_above_1k(_ n: UInt) -> RawPointer? { Allocator.allocateAbove1K(n) }

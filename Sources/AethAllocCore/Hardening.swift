@@ -124,8 +124,14 @@ enum Hardening {
     /// `p` without its tag bits. The identity where no pointer is ever tagged.
     @inline(__always)
     static func stripTag(_ p: RawPointer) -> RawPointer {
-        if !Variant.hardened || !OS.canTagMemory { return p }
-        return RawPointer(bitPattern: UInt(bitPattern: p) & ~(UInt(15) << UInt(OS.tagShift))).unsafelyUnwrapped
+        RawPointer(bitPattern: stripTag(UInt(bitPattern: p))).unsafelyUnwrapped
+    }
+
+    /// The same for an address (0 stays 0).
+    @inline(__always)
+    static func stripTag(_ a: UInt) -> UInt {
+        if !Variant.hardened || !OS.canTagMemory { return a }
+        return a & ~(UInt(15) << UInt(OS.tagShift))
     }
 
     /// At initialisation (Runtime): turns tag checks on where the CPU has

@@ -24,7 +24,8 @@ enum MagazineCache: CachePolicy {
         if n == 0 { return nil }
         let m = n &- 1
         e.pointee.count = m
-        return e.pointee.items.unsafelyUnwrapped.load(fromByteOffset: Int(m) &* 8, as: RawPointer.self)
+        // m >= 0: as unsigned, the index needs no sign extension.
+        return e.pointee.items.unsafelyUnwrapped.load(fromByteOffset: Int(UInt32(bitPattern: m)) &* 8, as: RawPointer.self)
     }
 
     @inline(__always)
