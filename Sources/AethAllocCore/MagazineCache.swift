@@ -19,10 +19,8 @@ enum MagazineCache: CachePolicy {
     //   pop:  load count, test, load items, load slot, store count  (3 loads, 1 store, 1 branch)
     //   push: load count, load capacity, compare, load items, store slot, store count
     @inline(__always)
-    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer? {
-        let n = e.pointee.count
-        if n == 0 { return nil }
-        let m = n &- 1
+    static func take(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer {
+        let m = e.pointee.count &- 1
         e.pointee.count = m
         // m >= 0: as unsigned, the index needs no sign extension.
         return e.pointee.items.unsafelyUnwrapped.load(fromByteOffset: Int(UInt32(bitPattern: m)) &* 8, as: RawPointer.self)

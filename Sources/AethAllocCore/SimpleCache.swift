@@ -31,12 +31,12 @@ enum SimpleCache: CachePolicy {
     //   pop:  load count, test, load head, load head.next, 2 stores
     //   push: load count, load capacity, one unsigned compare, load head, 3 stores
     @inline(__always)
-    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer? {
-        let n = e.pointee.count
-        if n == 0 { return nil }
-        let p = e.pointee.items.unsafelyUnwrapped
+    static func take(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer {
+        // Loaded as a non-optional pointer: `unsafelyUnwrapped` would leave
+        // a test for nil on the fast path.
+        let p = UnsafeRawPointer(e).load(fromByteOffset: CacheEntry.itemsOffset, as: RawPointer.self)
         e.pointee.items = p.load(as: RawPointer?.self)
-        e.pointee.count = n &- 1
+        e.pointee.count &-= 1
         return p
     }
 

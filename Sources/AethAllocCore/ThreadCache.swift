@@ -32,6 +32,9 @@ struct CacheEntry {
     var items: RawPointer?
     var count: Int32
     var capacity: Int32
+
+    /// Where `items` lies: the first field.
+    static let itemsOffset = 0
 }
 
 /// A cache's place in the registry (`ThreadCacheRegistry`).
@@ -354,8 +357,9 @@ struct ThreadCacheRegistry: ~Copyable {
 /// The fast paths (`pop`, `push`) are inlined into malloc and free; the rest
 /// runs when they fail.
 protocol CachePolicy {
-    /// A cached block of the entry's class, or nil when the entry is empty.
-    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer?
+    /// A cached block of the entry's class; only when `e.pointee.count > 0`
+    /// (`pop` checks). Non-optional, so the fast path tests once.
+    static func take(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer
     /// Caches `p`; false when the entry is full.
     static func push(_ e: UnsafeMutablePointer<CacheEntry>, _ p: RawPointer) -> Bool
     /// Restocks class `c` of cache `tc` and returns a block (nil: out of memory).
@@ -369,4 +373,12 @@ protocol CachePolicy {
     /// Blocks of class `c` in the process-wide store now (approximate when
     /// other threads trade with it meanwhile).
     static func globalBlocks(_ c: Int) -> Int
+}
+
+extension CachePolicy {
+    /// A cached block of the entry's class, or nil when the entry is empty.
+    @inline(__always)
+    static func pop(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer? {
+        e.pointee.count == 0 ? nil : take(e)
+    }
 }

@@ -446,6 +446,15 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(after == 0, "\(after) bytes still dirty after malloc_trim")
     }
 
+    @Test func layoutFactsTheFastPathsRelyOn() {
+        // SimpleCache.take loads `items` at this offset without the type.
+        #expect(MemoryLayout<CacheEntry>.offset(of: \CacheEntry.items) == CacheEntry.itemsOffset)
+        // free's one-mask test: the map's reach is a power of two.
+        let reach = UInt(OS.segmentMapEntries) << UInt(Tuning.segmentShift)
+        #expect(reach & (reach - 1) == 0)
+        #expect(Allocator.outsideMapOrMisaligned == ~(reach - 1) | 15)
+    }
+
     @Test func bestFitPicksTheShortestHole() {
         // free slices 1-3 (3), 8-9 (2), 20-40 (21)
         let free: UInt64 = (0b111 << 1) | (0b11 << 8) | (((1 << 21) - 1) << 20)
