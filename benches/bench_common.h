@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -691,6 +692,79 @@ static BENCH_UNUSED void bench_metric_throughput(double ops, uint64_t ns)
     double s = (double)(ns ? ns : 1) / 1e9;
     bench_metric("ops_per_sec", round(ops / s));
     bench_metric("seconds", round(s * 1e6) / 1e6);
+}
+
+static double bench_tv_s_(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
+
+/* user_seconds, sys_seconds and minor_faults between two
+ * getrusage(RUSAGE_SELF) readings (all threads of the process). */
+static BENCH_UNUSED void bench_metric_rusage(const struct rusage *r0, const struct rusage *r1)
+{
+    bench_metric("user_seconds", round((bench_tv_s_(r1->ru_utime) - bench_tv_s_(r0->ru_utime)) * 1e6) / 1e6);
+    bench_metric("sys_seconds", round((bench_tv_s_(r1->ru_stime) - bench_tv_s_(r0->ru_stime)) * 1e6) / 1e6);
+    bench_metric("minor_faults", (double)(r1->ru_minflt - r0->ru_minflt));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Slot churn                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A working set of `n` slots holding one block each, replaced at random:
+ * `make` allocates and patterns a block for a tag, `check` verifies one
+ * (`what` names the moment in a failure). The slots are built, then `ops`
+ * replacements (check, free, make) are timed with getrusage around them,
+ * then every block is checked and freed. The slot array is mapped, outside
+ * the allocator under test.
+ */
+typedef struct {
+    unsigned char *p;
+    size_t size;
+    uint64_t tag;
+} bench_slot;
+
+typedef struct {
+    uint64_t ns;           /* the replacements' wall time */
+    struct rusage r0, r1;  /* getrusage(RUSAGE_SELF) before and after them */
+    long peak_rss_kb;      /* right after them */
+} bench_churn_result;
+
+static BENCH_UNUSED bench_churn_result bench_slot_churn(uint64_t n, uint64_t ops, rng_t *rng,
+                                                        bench_slot (*make)(rng_t *, uint64_t),
+                                                        void (*check)(const bench_slot *, const char *))
+{
+    bench_slot *s = bench_map(n * sizeof *s, 1);
+    uint64_t tag = 0;
+    for (uint64_t i = 0; i < n; i++)
+        s[i] = make(rng, ++tag);
+
+    bench_churn_result r;
+    getrusage(RUSAGE_SELF, &r.r0);
+    uint64_t t0 = now_ns();
+    for (uint64_t i = 0; i < ops; i++) {
+        bench_slot *e = &s[rng_below(rng, n)];
+        check(e, "block before free");
+        free(e->p);
+        *e = make(rng, ++tag);
+    }
+    r.ns = now_ns() - t0;
+    getrusage(RUSAGE_SELF, &r.r1);
+    r.peak_rss_kb = peak_rss_kb();
+
+    for (uint64_t i = 0; i < n; i++) {
+        check(&s[i], "block at the end");
+        free(s[i].p);
+    }
+    bench_unmap(s, n * sizeof *s);
+    return r;
+}
+
+/* The metrics of a slot churn of `ops` replacements. */
+static BENCH_UNUSED void bench_metric_churn(const bench_churn_result *r, uint64_t ops)
+{
+    bench_metric_throughput((double)ops, r->ns);
+    bench_metric_rusage(&r->r0, &r->r1);
+    bench_metric("peak_rss_kb", (double)r->peak_rss_kb);
 }
 
 #endif /* AETH_BENCH_COMMON_H */

@@ -15,7 +15,6 @@
  * excluded).
  */
 #include "bench_common.h"
-#include <sys/resource.h>
 
 static bench_param params[] = {
     BP_INT("live", 20, 20, 1, 1 << 20),
@@ -25,11 +24,7 @@ static bench_param params[] = {
     BP_INT("seed", 1, 1, 0, 1e18),
 };
 
-typedef struct {
-    unsigned char *p;
-    size_t size;
-    uint64_t tag;
-} slot_t;
+static size_t min_, max_;
 
 /* calloc'd memory must read zero: both ends and one byte per 64 KiB. */
 static inline void zero_check(const unsigned char *p, size_t n)
@@ -45,56 +40,29 @@ static inline void zero_check(const unsigned char *p, size_t n)
             bench_fail("calloc(%zu) at %p is not zero-filled at offset %zu", n, (const void *)p, off);
 }
 
-static slot_t new_block(rng_t *rng, size_t min, size_t max, uint64_t tag)
+static bench_slot new_block(rng_t *rng, uint64_t tag)
 {
-    size_t n = (size_t)rng_range(rng, min, max);
+    size_t n = (size_t)rng_range(rng, min_, max_);
     unsigned char *p = calloc(1, n);
     BENCH_CHECK_ALLOC(p, n);
     zero_check(p, n);
     blk_fill_pages(p, n, tag);
-    return (slot_t){ p, n, tag };
+    return (bench_slot){ p, n, tag };
 }
 
-static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
+static void check_block(const bench_slot *e, const char *what) { blk_check_pages(e->p, e->size, e->tag, what); }
 
 int main(int argc, char **argv)
 {
     bench_parse("big_churn", argc, argv, params, sizeof params / sizeof params[0]);
     uint64_t live = (uint64_t)bench_geti("live"), ops = (uint64_t)bench_geti("ops");
-    size_t min = (size_t)bench_geti("min"), max = (size_t)bench_geti("max");
-    if (min > max)
-        bench_usage("min (%zu) must not exceed max (%zu)", min, max);
+    min_ = (size_t)bench_geti("min");
+    max_ = (size_t)bench_geti("max");
+    if (min_ > max_)
+        bench_usage("min (%zu) must not exceed max (%zu)", min_, max_);
     rng_t rng = rng_seed((uint64_t)bench_geti("seed"), 0);
-
-    slot_t *s = bench_map(live * sizeof *s, 1);
-    uint64_t tag = 0;
-    for (uint64_t i = 0; i < live; i++)
-        s[i] = new_block(&rng, min, max, ++tag);
-
-    struct rusage r0, r1;
-    getrusage(RUSAGE_SELF, &r0);
-    uint64_t t0 = now_ns();
-    for (uint64_t i = 0; i < ops; i++) {
-        slot_t *e = &s[rng_below(&rng, live)];
-        blk_check_pages(e->p, e->size, e->tag, "block before free");
-        free(e->p);
-        *e = new_block(&rng, min, max, ++tag);
-    }
-    uint64_t t1 = now_ns();
-    getrusage(RUSAGE_SELF, &r1);
-    long peak = peak_rss_kb();
-
-    for (uint64_t i = 0; i < live; i++) {
-        blk_check_pages(s[i].p, s[i].size, s[i].tag, "block at the end");
-        free(s[i].p);
-    }
-    bench_unmap(s, live * sizeof *s);
-
-    bench_metric_throughput((double)ops, t1 - t0);
-    bench_metric("user_seconds", round((tv_s(r1.ru_utime) - tv_s(r0.ru_utime)) * 1e6) / 1e6);
-    bench_metric("sys_seconds", round((tv_s(r1.ru_stime) - tv_s(r0.ru_stime)) * 1e6) / 1e6);
-    bench_metric("minor_faults", (double)(r1.ru_minflt - r0.ru_minflt));
-    bench_metric("peak_rss_kb", (double)peak);
+    bench_churn_result r = bench_slot_churn(live, ops, &rng, new_block, check_block);
+    bench_metric_churn(&r, ops);
     bench_emit();
     return 0;
 }

@@ -27,7 +27,6 @@
  */
 #include "bench_common.h"
 #include <stdatomic.h>
-#include <sys/resource.h>
 
 static bench_param params[] = {
     BP_INT("threads", 2, 2, 1, 1024),
@@ -166,8 +165,6 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
-
 int main(int argc, char **argv)
 {
     bench_parse("handoff_mixed", argc, argv, params, sizeof params / sizeof params[0]);
@@ -229,9 +226,7 @@ int main(int argc, char **argv)
         bench_unmap(inboxes[i].ring, cap * sizeof(blk_t));
 
     bench_metric_throughput((double)g_ops * nthreads, t1 - t0);
-    bench_metric("user_seconds", round((tv_s(r1.ru_utime) - tv_s(r0.ru_utime)) * 1e6) / 1e6);
-    bench_metric("sys_seconds", round((tv_s(r1.ru_stime) - tv_s(r0.ru_stime)) * 1e6) / 1e6);
-    bench_metric("minor_faults", (double)(r1.ru_minflt - r0.ru_minflt));
+    bench_metric_rusage(&r0, &r1);
     bench_metric("peak_rss_kb", (double)peak);
     bench_metric("handoffs", (double)pushed);
     bench_emit();
