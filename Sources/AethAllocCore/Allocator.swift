@@ -42,7 +42,7 @@ enum Allocator {
         return aethalloc_allocate_slow(n, c)
     }
 
-    @inline(never)
+    /// Reached through `aethalloc_allocate_above_1k` (kept out of line there).
     static func allocateAbove1K(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.maxSmallBytes) {
             return allocate(sizeClass: SizeClass.computedIndex(of: Int(bitPattern: n)), request: n)
@@ -77,8 +77,8 @@ enum Allocator {
     /// allocation the size table may not be filled yet, so the class is
     /// computed again once the process is initialised.
     /// A successful allocation leaves errno as it was (a futex wait on a
-    /// contended lock may set it).
-    @inline(never)
+    /// contended lock may set it). Reached through `aethalloc_allocate_slow`
+    /// (kept out of line there).
     static func allocateSlow(_ n: UInt, _ c: Int) -> RawPointer? {
         let saved = OS.errno
         var c = c
