@@ -70,7 +70,7 @@ public enum ABCommand {
         precondition(!allocators.isEmpty)
         let base = ProcessInfo.processInfo.environment
         func once(_ a: Allocator) throws -> ChildResult {
-            var spec = ChildSpec(argv: o.command, environment: base, preload: a.library, launcher: launcher)
+            var spec = ChildSpec(argv: o.command, environment: a.environment(over: base), preload: a.library, launcher: launcher)
             spec.stdout = o.checkStdout ? .capture : .null
             spec.stderr = .capture
             spec.timeout = o.timeout

@@ -18,14 +18,107 @@ public struct Allocator: Codable, Equatable, Sendable {
     /// The library to LD_PRELOAD; nil for glibc.
     public var library: String?
     public var kind: AllocatorKind
+    /// Variables set in the program's environment on top of the tool's own
+    /// (an entry `NAME[VAR=VALUE ...]`), so that one run can compare an
+    /// allocator with itself under other settings.
+    public var settings: [Setting]
 
-    public init(name: String, library: String?, kind: AllocatorKind) {
+    public init(name: String, library: String?, kind: AllocatorKind, settings: [Setting] = []) {
         self.name = name
         self.library = library
         self.kind = kind
+        self.settings = settings
+    }
+
+    /// `base` with `settings` applied.
+    public func environment(over base: [String: String]) -> [String: String] {
+        var env = base
+        for s in settings { env[s.variable] = s.value }
+        return env
     }
 
     public static let glibc = Allocator(name: "glibc", library: nil, kind: .system)
+}
+
+/// One environment variable an allocator entry sets: `VAR=VALUE`.
+public struct Setting: Codable, Equatable, Sendable {
+    public var variable: String
+    public var value: String
+
+    public init(variable: String, value: String) {
+        self.variable = variable
+        self.value = value
+    }
+}
+
+/// An entry of an allocator list: a known name or a library path, with
+/// optional settings in brackets, `magazine[AETHALLOC_BACKGROUND=0]` or
+/// `jemalloc[MALLOC_CONF=background_thread:true,dirty_decay_ms:1000]`.
+/// Settings are separated by spaces; a value cannot hold a space or `]`.
+public struct AllocatorEntry: Equatable, Sendable {
+    /// The name or path before the brackets.
+    public var base: String
+    public var settings: [Setting]
+
+    /// Parses one entry; the message says what is wrong.
+    public static func parse(_ entry: String) -> Result<AllocatorEntry, EntryError> {
+        guard let open = entry.firstIndex(of: "[") else {
+            if entry.contains("]") { return .failure(EntryError("'\(entry)' has a ']' without a '['")) }
+            return .success(AllocatorEntry(base: entry, settings: []))
+        }
+        guard entry.hasSuffix("]"), entry.filter({ $0 == "[" }).count == 1, entry.filter({ $0 == "]" }).count == 1 else {
+            return .failure(EntryError("'\(entry)' should be NAME[VAR=VALUE ...], with one pair of brackets at the end"))
+        }
+        let base = String(entry[..<open])
+        let inner = entry[entry.index(after: open)..<entry.index(before: entry.endIndex)]
+        var settings: [Setting] = []
+        for word in inner.split(separator: " ") {
+            guard let eq = word.firstIndex(of: "=") else {
+                return .failure(EntryError("'\(word)' in '\(entry)' is not VAR=VALUE"))
+            }
+            let variable = String(word[..<eq])
+            guard isVariableName(variable) else {
+                return .failure(EntryError("'\(variable)' in '\(entry)' is not a variable name (letters, digits and '_', not starting with a digit)"))
+            }
+            guard variable != "LD_PRELOAD" else {
+                return .failure(EntryError("'\(entry)' sets LD_PRELOAD, which the allocator's library decides"))
+            }
+            settings.removeAll { $0.variable == variable }
+            settings.append(Setting(variable: variable, value: String(word[word.index(after: eq)...])))
+        }
+        guard !base.isEmpty, !settings.isEmpty else {
+            return .failure(EntryError("'\(entry)' should be NAME[VAR=VALUE ...] with a name and at least one setting"))
+        }
+        return .success(AllocatorEntry(base: base, settings: settings))
+    }
+
+    static func isVariableName(_ s: String) -> Bool {
+        guard let first = s.unicodeScalars.first, !("0"..."9").contains(first) else { return false }
+        return s.unicodeScalars.allSatisfy { $0 == "_" || ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) }
+    }
+
+    /// Splits a `--with` list at the commas outside brackets.
+    public static func splitList(_ s: String) -> [String] {
+        var items: [String] = []
+        var current = ""
+        var depth = 0
+        for c in s {
+            if c == "[" { depth += 1 } else if c == "]" { depth -= 1 }
+            if c == ",", depth <= 0 {
+                items.append(current)
+                current = ""
+            } else {
+                current.append(c)
+            }
+        }
+        items.append(current)
+        return items
+    }
+}
+
+public struct EntryError: Error, Equatable, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
 }
 
 /// The allocators the tool knows by name.
@@ -171,7 +264,22 @@ public struct Locator: Sendable {
     /// The allocator for one name (glibc, a peer, a variant or a library
     /// path). Returns nil with a notice for a peer that is not installed;
     /// throws for a variant that is not built or a missing library.
-    public func allocator(named name: String) throws -> (Allocator?, notice: String?) {
+    public func allocator(named entry: String) throws -> (Allocator?, notice: String?) {
+        let parsed: AllocatorEntry
+        switch AllocatorEntry.parse(entry) {
+        case .success(let e): parsed = e
+        case .failure(let e): throw ToolError(e.message, exitCode: 2)
+        }
+        guard !parsed.settings.isEmpty else { return try allocator(base: entry) }
+        let (a, notice) = try allocator(base: parsed.base)
+        guard var a else { return (nil, notice) }
+        a.name = entry
+        a.settings = parsed.settings
+        return (a, notice)
+    }
+
+    /// The allocator for a name or path without settings.
+    func allocator(base name: String) throws -> (Allocator?, notice: String?) {
         if name == "glibc" { return (.glibc, nil) }
         if Catalog.peers.contains(name) {
             let path = Catalog.peerPath(name, multiarch: multiarch)

@@ -217,7 +217,11 @@ public enum Arguments {
     }
 
     static func list(_ s: String, option: String, command: String) throws(UsageError) -> [String] {
-        let items = s.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        try list(s.split(separator: ",", omittingEmptySubsequences: false).map(String.init), whole: s, option: option, command: command)
+    }
+
+    static func list(_ parts: [String], whole s: String, option: String, command: String) throws(UsageError) -> [String] {
+        let items = parts.map { $0.trimmingCharacters(in: .whitespaces) }
         guard !items.isEmpty, !items.contains(where: \.isEmpty) else {
             throw UsageError("\(option) wants a comma-separated list, not '\(s)'", command: command)
         }
@@ -227,9 +231,16 @@ public enum Arguments {
     }
 
     static func allocatorList(_ s: String, command: String) throws(UsageError) -> [String] {
-        let names = try list(s, option: "--with", command: command)
-        for n in names where !Catalog.all.contains(n) && !Catalog.isLibraryPath(n) {
-            throw UsageError("unknown allocator '\(n)' (known: \(Catalog.all.joined(separator: ", ")), or a path to a .so)", command: command)
+        let names = try list(AllocatorEntry.splitList(s), whole: s, option: "--with", command: command)
+        for n in names {
+            let base: String
+            switch AllocatorEntry.parse(n) {
+            case .success(let e): base = e.base
+            case .failure(let e): throw UsageError("--with: \(e.message)", command: command)
+            }
+            if !Catalog.all.contains(base) && !Catalog.isLibraryPath(base) {
+                throw UsageError("unknown allocator '\(base)' (known: \(Catalog.all.joined(separator: ", ")), or a path to a .so)", command: command)
+            }
         }
         return names
     }

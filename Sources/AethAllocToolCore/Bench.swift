@@ -224,7 +224,7 @@ public enum BenchCommand {
                 for a in allocators {
                     step += 1
                     console.progress("[\(step)/\(total)] \(label) · \(a.name) · run \(r)/\(o.runs)")
-                    var spec = ChildSpec(argv: [program.binary!] + args, environment: base, preload: a.library, launcher: launcher)
+                    var spec = ChildSpec(argv: [program.binary!] + args, environment: a.environment(over: base), preload: a.library, launcher: launcher)
                     spec.timeout = o.timeout > 0 ? o.timeout : nil
                     let run = measureOnce(spec, allocator: a.name, run: r)
                     if !run.ok {

@@ -70,6 +70,10 @@ public enum Help {
                             (default: glibc,jemalloc,mimalloc,tcmalloc, then
                             every built variant; missing peers are skipped).
                             An entry with a '/' is a library path to preload.
+                            NAME[VAR=VALUE ...] runs NAME with those variables
+                            set (space-separated; commas inside brackets do
+                            not split the list), e.g.
+                            'magazine,magazine[AETHALLOC_BACKGROUND=0]'.
           --runs N          measured runs per allocator (default 5)
           --warmup N        unmeasured rounds first (default 1)
           --json            print the results as JSON on stdout

@@ -75,12 +75,15 @@ public struct AllocatorInfo: Codable, Equatable, Sendable {
     public var kind: AllocatorKind
     public var library: String?
     public var version: String?
+    /// The environment variables the entry set (absent: none).
+    public var settings: [Setting]?
 
-    public init(name: String, kind: AllocatorKind, library: String?, version: String?) {
+    public init(name: String, kind: AllocatorKind, library: String?, version: String?, settings: [Setting]? = nil) {
         self.name = name
         self.kind = kind
         self.library = library
         self.version = version
+        self.settings = settings
     }
 }
 

@@ -102,7 +102,7 @@ public enum SystemProbe {
             case .variant: version = git()
             case .custom: version = nil
             }
-            return AllocatorInfo(name: a.name, kind: a.kind, library: a.library, version: version)
+            return AllocatorInfo(name: a.name, kind: a.kind, library: a.library, version: version, settings: a.settings.isEmpty ? nil : a.settings)
         }
     }
 }

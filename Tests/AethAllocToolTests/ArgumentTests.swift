@@ -58,6 +58,26 @@ import Testing
         #expect(c.timeout == 2.5)
     }
 
+    @Test func allocatorEntriesWithSettings() throws {
+        // Commas inside brackets belong to the value, not to the list.
+        guard case .ab(let a) = try parse([
+            "ab", "--with", "magazine,magazine[AETHALLOC_BACKGROUND=0],jemalloc[MALLOC_CONF=background_thread:true,dirty_decay_ms:1000]",
+            "--", "true",
+        ]) else { Issue.record("not ab"); return }
+        #expect(a.allocators == ["magazine", "magazine[AETHALLOC_BACKGROUND=0]", "jemalloc[MALLOC_CONF=background_thread:true,dirty_decay_ms:1000]"])
+        #expect(try AllocatorEntry.parse("glibc[A=1 B_2= A=3]").get() == AllocatorEntry(
+            base: "glibc", settings: [Setting(variable: "B_2", value: ""), Setting(variable: "A", value: "3")]))
+        for (entry, fragment) in [
+            ("magazine[]", "at least one setting"), ("[A=1]", "with a name"), ("magazine[A]", "is not VAR=VALUE"),
+            ("magazine[1A=2]", "not a variable name"), ("magazine[LD_PRELOAD=/x.so]", "LD_PRELOAD"),
+            ("magazine[A=1]x", "one pair of brackets"), ("magazine]", "without a '['"),
+        ] {
+            let e = usageError(["ab", "--with", entry, "--", "true"])
+            #expect(e?.message.contains(fragment) == true, "\(entry): \(e?.message ?? "no error")")
+        }
+        #expect(usageError(["ab", "--with", "nosuch[A=1]", "--", "true"])?.message.contains("unknown allocator 'nosuch'") == true)
+    }
+
     @Test func bench() throws {
         guard case .bench(let a) = try parse(["bench"]) else { Issue.record("not bench"); return }
         #expect(a.quick == false)

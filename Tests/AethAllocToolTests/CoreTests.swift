@@ -38,6 +38,18 @@ import Testing
         #expect(throws: ToolError.self) { try l.resolve(["tcmalloc"]) }
     }
 
+    @Test func entriesWithSettingsAreSeparateAllocators() throws {
+        let l = locator(["/exe/libaethalloc.so"])
+        let (a, _) = try l.resolve(["magazine", "magazine[AETHALLOC_BACKGROUND=0 X=a,b]", "glibc[MALLOC_ARENA_MAX=1]", "tcmalloc[X=1]"])
+        #expect(a.map(\.name) == ["magazine", "magazine[AETHALLOC_BACKGROUND=0 X=a,b]", "glibc[MALLOC_ARENA_MAX=1]"])
+        #expect(a[1].library == "/exe/libaethalloc.so")
+        #expect(a[1].kind == .variant)
+        let env = a[1].environment(over: ["X": "old", "PATH": "/bin"])
+        #expect(env == ["X": "a,b", "AETHALLOC_BACKGROUND": "0", "PATH": "/bin"])
+        #expect(a[0].environment(over: ["X": "old"]) == ["X": "old"])
+        #expect(a[2].library == nil && a[2].settings == [Setting(variable: "MALLOC_ARENA_MAX", value: "1")])
+    }
+
     @Test func missingVariant() {
         let l = locator([])
         do {

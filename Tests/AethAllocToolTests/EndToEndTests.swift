@@ -56,6 +56,19 @@ let haveCC: Bool = { cCompiler == "cc" }()
         #expect(g.maxRSSRatio == 1)
     }
 
+    @Test func abSetsAnEntrysVariablesForItsRunsOnly() throws {
+        // The same allocator twice, once with a variable set: the program
+        // prints it, so the two entries' stdout differ (a mismatch, exit 1)
+        // and each entry's runs agree among themselves.
+        let r = tool(["ab", "--with", "glibc,glibc[AETH_AB_PROBE=on]", "--runs", "2", "--warmup", "0", "--json", "--",
+                      "sh", "-c", "echo ${AETH_AB_PROBE:-unset}"])
+        #expect(r.code == 1, "\(r.err)")
+        let report = try JSONDecoder().decode(ABReport.self, from: Data(r.out.utf8))
+        #expect(report.allocators.map(\.allocator.name) == ["glibc", "glibc[AETH_AB_PROBE=on]"])
+        #expect(report.allocators.map { $0.runs.map(\.stdoutBytes) } == [[6, 6], [3, 3]])
+        #expect(!report.mismatches.isEmpty && report.mismatches.allSatisfy { $0.contains("AETH_AB_PROBE") })
+    }
+
     @Test func abReportsMismatches() {
         // Output that changes from run to run.
         let r = tool(["ab", "--with", "glibc", "--runs", "2", "--", "sh", "-c", "date +%s%N"])
