@@ -112,12 +112,27 @@ struct Central {
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
         central.pointee.outBlocks &-= n
-        for i in 0..<n {
-            let b = src[i]!
-            let page = Segment.page(of: b, in: Segment.base(of: b))
-            b.storeBytes(of: Hardening.encodeLink(page.pointee.free, at: b), as: UInt.self)
-            page.pointee.free = b
-            page.pointee.used &-= 1
+        var i = 0
+        while i < n {
+            // Blocks freed one after another often share a page: the page is
+            // looked up once per run of them, and its list head and count
+            // are written back once.
+            let first = src[i]!
+            let page = Segment.page(of: first, in: Segment.base(of: first))
+            let start = UInt(bitPattern: page.pointee.start)
+            let span = UInt(page.pointee.limitBytes)
+            var head = page.pointee.free
+            var k: UInt32 = 0
+            repeat {
+                let b = src[i]!
+                if UInt(bitPattern: b) &- start >= span { break }
+                b.storeBytes(of: Hardening.encodeLink(head, at: b), as: UInt.self)
+                head = b
+                k &+= 1
+                i &+= 1
+            } while i < n
+            page.pointee.free = head
+            page.pointee.used &-= k
             if !page.pointee.listed { link(central, page) }
             if page.pointee.used == 0 && (page.pointee.prev != nil || page.pointee.next != nil) {
                 unlink(central, page)
