@@ -2,7 +2,7 @@
 """Runs the background-reclaim shapes (issue 13) against the peers, interleaved,
 and prints the Markdown tables BENCHMARK.md quotes.
 
-    python3 benches/reclaim_shapes.py [--runs 3] [--lib DIR] [--quick] [--only big_churn,...]
+    python3 benches/reclaim_shapes.py [--runs 3] [--lib DIR|FILE] [--quick] [--only big_churn,...]
 
 Shapes: idle_reclaim (large and partial), big_churn, handoff_mixed with 2
 threads and with 8 threads and rarer large blocks. Allocators: glibc, the
@@ -80,12 +80,17 @@ def fmt(v):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--lib", default=os.path.join(HERE, "..", ".build", "release"))
+    ap.add_argument("--lib", default=os.path.join(HERE, "..", ".build", "release"),
+                    help="the libaethalloc.so to measure, or the directory holding it (default: .build/release)")
     ap.add_argument("--quick", action="store_true", help="quick=1 for every program (a smoke run)")
     ap.add_argument("--only", default="", help="comma-separated programs to run (default: all)")
     a = ap.parse_args()
     shapes = [sh for sh in SHAPES if not a.only or sh[1] in a.only.split(",")]
-    lib = os.path.abspath(os.path.join(a.lib, "libaethalloc.so"))
+    lib = os.path.abspath(a.lib if os.path.isfile(a.lib) else os.path.join(a.lib, "libaethalloc.so"))
+    if not os.path.isfile(lib):
+        # ld.so only warns about a preload it cannot find and runs glibc's
+        # malloc: the rows would be glibc's under AethAlloc's name.
+        sys.exit(f"reclaim_shapes.py: no library at {lib} (build it with 'swift build -c release', or pass --lib)")
     allocators = [p for p in PEERS if p[1] is None or os.path.exists(p[1])]
     for p in PEERS:
         if p not in allocators:

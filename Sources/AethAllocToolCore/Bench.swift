@@ -121,6 +121,36 @@ public enum BenchCommand {
         return f.string(from: date)
     }
 
+    /// Copies the library of every variant and library-path entry into
+    /// `dir` (one copy per distinct file) and returns the allocators with
+    /// those copies to preload, and a map from each original to its copy.
+    /// Peers and glibc are system packages and are run in place.
+    static func snapshotLibraries(_ allocators: [Allocator], into dir: String) throws -> ([Allocator], [String: String]) {
+        var copies: [String: String] = [:]
+        var result: [Allocator] = []
+        for var a in allocators {
+            if let lib = a.library, a.kind == .variant || a.kind == .custom {
+                if copies[lib] == nil {
+                    let fm = FileManager.default
+                    try? fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                    var name = (lib as NSString).lastPathComponent
+                    if copies.values.contains(dir + "/" + name) { name = "\(copies.count)-" + name }
+                    let copy = dir + "/" + name
+                    try? fm.removeItem(atPath: copy)
+                    do {
+                        try fm.copyItem(atPath: lib, toPath: copy)
+                    } catch {
+                        throw ToolError("cannot copy \(lib) to \(copy): \(error.localizedDescription)")
+                    }
+                    copies[lib] = copy
+                }
+                a.library = copies[lib]
+            }
+            result.append(a)
+        }
+        return (result, copies)
+    }
+
     /// `aethalloc-cli bench`.
     public static func run(_ o: BenchOptions, invocation: [String], locator: Locator, console: Console) throws -> Int32 {
         if let dir = o.reportOnly { return try reportOnly(dir, console: console) }
@@ -147,6 +177,10 @@ public enum BenchCommand {
         } catch {
             throw ToolError("cannot create \(outDir): \(error.localizedDescription)")
         }
+
+        // The libraries run are copies taken now, so that rebuilding the
+        // package while a long run goes on cannot mix two builds in one report.
+        let (runAllocators, snapshots) = try snapshotLibraries(allocators, into: outDir + "/libraries")
 
         // Build.
         var tempBuild: String?
@@ -207,10 +241,16 @@ public enum BenchCommand {
             threadKnobs: BenchCommand.threadKnobs.filter { k, _ in plan.contains { $0.0.name == k && $0.1 != nil } })
         var results = BenchResults(
             startedAt: utcStamp(start, forPath: false), finishedAt: nil, invocation: invocation, config: config,
-            system: SystemProbe.detect(), allocators: SystemProbe.versions(of: allocators, packageRoot: root), scenarios: [])
+            system: SystemProbe.detect(),
+            allocators: SystemProbe.versions(of: allocators, packageRoot: root).map { info in
+                var info = info
+                info.snapshot = info.library.flatMap { snapshots[$0] }
+                return info
+            },
+            scenarios: [])
         let jsonPath = outDir + "/results.json"
 
-        let total = plan.count * o.runs * allocators.count
+        let total = plan.count * o.runs * runAllocators.count
         var step = 0
         var failures = 0
         let base = ProcessInfo.processInfo.environment
@@ -221,7 +261,7 @@ public enum BenchCommand {
             let label = program.name + (threads.map { " · \($0) thread\($0 == 1 ? "" : "s")" } ?? "")
             var runs: [BenchRun] = []
             for r in 1...o.runs {
-                for a in allocators {
+                for a in runAllocators {
                     step += 1
                     console.progress("[\(step)/\(total)] \(label) · \(a.name) · run \(r)/\(o.runs)")
                     var spec = ChildSpec(argv: [program.binary!] + args, environment: a.environment(over: base), preload: a.library, launcher: launcher)

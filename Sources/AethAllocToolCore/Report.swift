@@ -111,6 +111,13 @@ public enum Report {
         let order = names.joined(separator: " → ")
         md += "- Each scenario ran \(r.config.runs) time\(r.config.runs == 1 ? "" : "s") per allocator, interleaved (\(order), then again), so that slow drift (clock frequency, temperature, background load) affects every allocator alike.\n"
         md += "- glibc runs with nothing preloaded; every other allocator is loaded with `LD_PRELOAD`.\n"
+        if r.allocators.contains(where: { $0.snapshot != nil }) {
+            md += "- The AethAlloc libraries were copied when the run started (into `libraries/` beside `results.json`) and preloaded from there, so a rebuild during the run does not change what is measured; the table of allocators gives the originals.\n"
+        }
+        let withSettings = r.allocators.filter { !($0.settings ?? []).isEmpty }
+        if !withSettings.isEmpty {
+            md += "- Entries with settings in brackets ran with those environment variables set: " + withSettings.map { "`\($0.name)`" }.joined(separator: ", ") + ".\n"
+        }
         md += "- Benches were compiled with `\(r.config.compileCommand)`\(r.config.quick ? " and run in quick mode (`quick=1`)" : ""). Multi-threaded benches ran at \(r.config.threads.map(String.init).joined(separator: ", ")) thread\(r.config.threads == [1] ? "" : "s") (`threads=N`"
         for (bench, knob) in (r.config.threadKnobs ?? [:]).sorted(by: { $0.key < $1.key }) { md += "; \(bench): `\(knob)`" }
         md += ").\n"

@@ -77,6 +77,9 @@ public struct AllocatorInfo: Codable, Equatable, Sendable {
     public var version: String?
     /// The environment variables the entry set (absent: none).
     public var settings: [Setting]?
+    /// The copy of `library` that was preloaded (bench copies variant and
+    /// library-path entries when it starts; absent: run in place).
+    public var snapshot: String?
 
     public init(name: String, kind: AllocatorKind, library: String?, version: String?, settings: [Setting]? = nil) {
         self.name = name

@@ -202,4 +202,44 @@ let haveCC: Bool = { cCompiler == "cc" }()
         #expect(bad.code == 2)
         #expect(bad.err.contains("unknown bench 'nope' (available: broken, fake_churn, larson)"))
     }
+
+    @Test(.enabled(if: haveCC, "cc is not installed (Debian package gcc)")) func benchPreloadsCopiesAndAppliesSettings() throws {
+        let src = try tempDir("benches")
+        let out = try tempDir("results")
+        let libs = try tempDir("libs")
+        defer { for d in [src, out, libs] { try? FileManager.default.removeItem(atPath: d) } }
+        // Any real shared library stands in for an allocator: libm is harmless.
+        guard let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6"]
+            .first(where: { FileManager.default.fileExists(atPath: $0) })
+        else { Issue.record("no libm to preload"); return }
+        try FileManager.default.copyItem(atPath: libm, toPath: libs + "/libfake.so")
+        // The bench reports FAKE_KNOB (1 when unset) and whether what it
+        // was preloaded with is a copy in the results' libraries/.
+        try #"""
+            #include <stdio.h>
+            #include <stdlib.h>
+            #include <string.h>
+            int main(void) {
+                const char *p = getenv("LD_PRELOAD"), *k = getenv("FAKE_KNOB");
+                printf("{\"bench\":\"probe\",\"params\":{},\"metrics\":{\"ops_per_sec\":%d,\"copy\":%d}}\n",
+                       k ? atoi(k) : 1, p && strstr(p, "/libraries/libfake.so") ? 1 : 0);
+                return 0;
+            }
+            """#.write(toFile: src + "/probe.c", atomically: true, encoding: .utf8)
+        let lib = libs + "/libfake.so"
+        let r = tool(["bench", "--benches", src, "--with", "glibc,\(lib),\(lib)[FAKE_KNOB=7]", "--runs", "1", "--out", out],
+                     locator: Locator(libDir: nil, executableDir: nil, packageRoot: nil))
+        #expect(r.code == 0, "\(r.err)")
+        let results = try BenchResults.decode(Data(contentsOf: URL(fileURLWithPath: out + "/results.json")))
+        let stats = results.scenarios[0].summaries.map { ($0.allocator, $0.stats["ops_per_sec"]?.median, $0.stats["copy"]?.median) }
+        #expect(stats.map(\.0) == ["glibc", "fake", "\(lib)[FAKE_KNOB=7]"])
+        #expect(stats.map(\.1) == [1, 1, 7])
+        #expect(stats.map(\.2) == [0, 1, 1])
+        #expect(results.allocators.map(\.library) == [nil, lib, lib])
+        #expect(results.allocators.map(\.snapshot) == [nil, out + "/libraries/libfake.so", out + "/libraries/libfake.so"])
+        #expect(results.allocators[2].settings == [Setting(variable: "FAKE_KNOB", value: "7")])
+        let md = try String(contentsOfFile: out + "/report.md", encoding: .utf8)
+        #expect(md.contains("copied when the run started"))
+        #expect(md.contains("ran with those environment variables set: `\(lib)[FAKE_KNOB=7]`"))
+    }
 }
