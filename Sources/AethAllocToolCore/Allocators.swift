@@ -310,7 +310,18 @@ public struct Locator: Sendable {
             for name in names {
                 let (a, notice) = try allocator(named: name)
                 if let notice { notices.append(notice) }
-                if let a, !result.contains(where: { $0.name == a.name }) { result.append(a) }
+                guard var a else { continue }
+                if result.contains(where: { $0.library == a.library && $0.settings == a.settings }) { continue }
+                // Two library files with one base name (builds of two
+                // commits, say) stay two allocators, named by their paths.
+                if let other = result.firstIndex(where: { $0.name == a.name }) {
+                    if a.kind == .custom { a.name = name }
+                    if result[other].kind == .custom, let lib = result[other].library, result[other].settings.isEmpty {
+                        result[other].name = lib
+                    }
+                    if result.contains(where: { $0.name == a.name }) { continue }
+                }
+                result.append(a)
             }
         } else {
             for name in ["glibc"] + Catalog.peers {

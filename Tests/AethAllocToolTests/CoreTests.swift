@@ -38,6 +38,15 @@ import Testing
         #expect(throws: ToolError.self) { try l.resolve(["tcmalloc"]) }
     }
 
+    @Test func librariesWithOneBaseNameStayApart() throws {
+        let l = locator(["/a/libaethalloc.so", "/b/libaethalloc.so"])
+        let (a, _) = try l.resolve(["/a/libaethalloc.so", "/b/libaethalloc.so", "/a/libaethalloc.so"])
+        #expect(a.map(\.name) == ["/a/libaethalloc.so", "/b/libaethalloc.so"])
+        #expect(a.map(\.library) == ["/a/libaethalloc.so", "/b/libaethalloc.so"])
+        let (one, _) = try l.resolve(["/a/libaethalloc.so"])
+        #expect(one.map(\.name) == ["aethalloc"])
+    }
+
     @Test func entriesWithSettingsAreSeparateAllocators() throws {
         let l = locator(["/exe/libaethalloc.so"])
         let (a, _) = try l.resolve(["magazine", "magazine[AETHALLOC_BACKGROUND=0 X=a,b]", "glibc[MALLOC_ARENA_MAX=1]", "tcmalloc[X=1]"])
