@@ -22,15 +22,7 @@ import json
 import math
 import statistics
 
-
-def label(runs, bench):
-    params = next((r.get("params") or {} for r in runs if r.get("params")), {})
-    parts = [bench]
-    for key in ("threads", "concurrent", "producers", "consumers"):
-        if key in params:
-            v = params[key]
-            parts.append(f"{key}={int(v) if isinstance(v, float) else v}")
-    return " ".join(parts)
+from check_targets import label  # the scenario labels check_targets.py prints
 
 
 def main():
@@ -68,7 +60,8 @@ def main():
             lowest = min(rss[g] for g in group)
             speed = best / val[n] if higher else val[n] / best
             ratios[n] = (speed, rss[n] / lowest)
-        rows.append((label(s["runs"], s["bench"]), ratios))
+        params = next((r.get("params") or {} for r in s["runs"] if r.get("params")), {})
+        rows.append((label(params, s["bench"]), ratios))
 
     print(f"{len(rows)} scenarios; best and lowest over: {', '.join(pool)}")
     print(f"{'allocator':40s} {'speed':>7s} {'RSS':>7s}")

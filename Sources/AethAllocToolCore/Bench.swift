@@ -128,11 +128,13 @@ public enum BenchCommand {
     static func snapshotLibraries(_ allocators: [Allocator], into dir: String) throws -> ([Allocator], [String: String]) {
         var copies: [String: String] = [:]
         var result: [Allocator] = []
+        let fm = FileManager.default
+        if allocators.contains(where: { $0.kind == .variant || $0.kind == .custom }) {
+            try? fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
         for var a in allocators {
             if let lib = a.library, a.kind == .variant || a.kind == .custom {
                 if copies[lib] == nil {
-                    let fm = FileManager.default
-                    try? fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
                     var name = (lib as NSString).lastPathComponent
                     if copies.values.contains(dir + "/" + name) { name = "\(copies.count)-" + name }
                     let copy = dir + "/" + name
