@@ -17,7 +17,7 @@
 //   ClassInfo[SizeClass.count]
 //   Central[SizeClass.count]     `centralStride` apart (own cache lines)
 //   Depot[SizeClass.count]       `depotStride` apart
-//   SegmentManager, its bins (SegmentBins), MetadataArena, the stacks of empty magazines and of
+//   SegmentManager, its bins (SegmentBins), MediumCache and its bins, MetadataArena, the stacks of empty magazines and of
 //   free batch descriptors,
 //   ThreadCacheRegistry, GlobalMetrics (+ per-class counts), PublisherState
 //   the slot table: every lock and atomic flag, `slotStride` apart
@@ -54,6 +54,8 @@ struct ProcessState {
     var background: BackgroundMode
     var dirtyMinBytes: Int
     var mediumMaxBytes: Int
+    /// AETHALLOC_MEDIUM_CACHE (MediumCache.swift).
+    var mediumCache: Bool
     /// Hardening.secret (hardened variant).
     var secret: UInt
 }
@@ -74,7 +76,13 @@ enum Globals {
     @inline(__always) static var depotOffset: Int { Layout.after(centralOffset, centralStride * SizeClass.count) }
     @inline(__always) static var segmentManagerOffset: Int { Layout.after(depotOffset, depotStride * SizeClass.count) }
     @inline(__always) static var segmentBinsOffset: Int { Layout.after(segmentManagerOffset, MemoryLayout<SegmentManager>.size) }
-    @inline(__always) static var arenaOffset: Int { Layout.after(segmentBinsOffset, SegmentBins.bytes) }
+    @inline(__always) static var mediumCacheOffset: Int { Layout.after(segmentBinsOffset, SegmentBins.bytes) }
+    @inline(__always) static var mediumCacheBinsOffset: Int {
+        Layout.after(mediumCacheOffset, MemoryLayout<MediumCache>.size, align: 16)
+    }
+    @inline(__always) static var arenaOffset: Int {
+        Layout.after(mediumCacheBinsOffset, MediumCache.bins * MemoryLayout<MediumCache.Bin>.stride)
+    }
     @inline(__always) static var emptyMagazinesOffset: Int { Layout.after(arenaOffset, MemoryLayout<MetadataArena>.size) }
     @inline(__always) static var emptyBatchesOffset: Int { Layout.after(emptyMagazinesOffset, MemoryLayout<TaggedStack>.size) }
     @inline(__always) static var registryOffset: Int { Layout.after(emptyBatchesOffset, MemoryLayout<TaggedStack>.size) }
@@ -170,6 +178,12 @@ enum Globals {
     }
     @inline(__always) static var segmentBins: UnsafeMutablePointer<UInt> {
         (root + segmentBinsOffset).assumingMemoryBound(to: UInt.self)
+    }
+    @inline(__always) static var mediumCache: UnsafeMutablePointer<MediumCache> {
+        (root + mediumCacheOffset).assumingMemoryBound(to: MediumCache.self)
+    }
+    @inline(__always) static var mediumCacheBins: UnsafeMutablePointer<MediumCache.Bin> {
+        (root + mediumCacheBinsOffset).assumingMemoryBound(to: MediumCache.Bin.self)
     }
     @inline(__always) static var largeCache: UnsafeMutablePointer<LargeCache> {
         (root + largeCacheOffset).assumingMemoryBound(to: LargeCache.self)

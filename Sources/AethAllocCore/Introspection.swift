@@ -27,8 +27,10 @@ struct HeapFigures {
     var smallOutBytes = 0
     var pooledBytes = 0
     var pooledBlocks = 0
-    /// Free slices still committed (purged later or by malloc_trim).
+    /// Free slices still committed (purged later or by malloc_trim), and
+    /// freed medium blocks kept whole for reuse (MediumCache).
     var dirtyBytes = 0
+    var cachedRunBytes = 0
     /// Live large blocks and their mappings; freed spans kept for reuse.
     var largeBlocks = 0
     var largeBytes = 0
@@ -43,10 +45,11 @@ struct HeapFigures {
     var inUse: Int { smallOutBytes - pooledBytes + mediumBytes + largeBytes }
     /// Free bytes the allocator holds for reuse: free space in pages, the
     /// depots and pools, committed free slices and cached spans.
-    var free: Int { (pageBytes - smallOutBytes) + pooledBytes + dirtyBytes + cachedSpanBytes }
-    /// What malloc_trim(0) gives back at least: committed free slices and
-    /// cached spans (it also drains the depots and empty pages).
-    var trimmable: Int { dirtyBytes + cachedSpanBytes }
+    var free: Int { (pageBytes - smallOutBytes) + pooledBytes + dirtyBytes + cachedRunBytes + cachedSpanBytes }
+    /// What malloc_trim(0) gives back at least: committed free slices,
+    /// cached medium blocks and cached spans (it also drains the depots and
+    /// empty pages).
+    var trimmable: Int { dirtyBytes + cachedRunBytes + cachedSpanBytes }
 
     static func take() -> HeapFigures {
         Runtime.ensureInitialized()
@@ -55,7 +58,8 @@ struct HeapFigures {
         f.segments = seg.segments
         f.segmentsWithFree = seg.withFree
         f.mediumBytes = seg.medium
-        f.pageBytes = seg.used - seg.medium
+        f.pageBytes = seg.used - seg.medium - seg.cached
+        f.cachedRunBytes = seg.cached
         f.dirtyBytes = seg.dirty
         for c in 0..<SizeClass.count {
             let block = Globals.classInfo(c).pointee.blockSize

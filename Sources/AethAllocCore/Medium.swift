@@ -13,9 +13,11 @@
 // 335k faults against tcmalloc's 141k before this file existed).
 //
 // Invariants: `page.used == 1` while the program owns the block;
-// `page.slices * sliceBytes` is its usable size. After the free the slices
-// are marked free, so a second free of the same pointer finds `markFree` and
-// aborts (Allocator.classify).
+// `page.slices * sliceBytes` is its usable size; `page.limitBytes` is the
+// request it serves (the medium cache's key). After the free the block is
+// either kept whole by the medium cache (MediumCache.swift: `used == 0`) or
+// its slices are marked free; a second free of the same pointer finds one
+// or the other and aborts (Medium.page, Allocator.classify).
 //
 // The hardened variant keeps mapping these sizes (Large.swift), for the
 // guard page after every block.
@@ -38,8 +40,9 @@ enum Medium {
     /// read as zero. Nil when the OS refuses memory.
     static func allocate(size: Int, zeroed: Bool) -> RawPointer? {
         let n = slices(for: max(size, 1))
-        guard let (page, clean) = SegmentManager.allocateRun(slices: n, mark: SizeClass.markMedium) else { return nil }
+        guard let (page, clean) = SegmentManager.allocateMedium(size: size, slices: n) else { return nil }
         page.pointee.used = 1
+        page.pointee.limitBytes = UInt32(truncatingIfNeeded: size)
         let p = page.pointee.start!
         Stats.largeAllocated(bytes: n * Tuning.sliceBytes)
         if zeroed && !clean { OS.zero(p, bytes: size) }
@@ -50,9 +53,12 @@ enum Medium {
     /// starts a live medium block in segment `seg`.
     static func page(of p: RawPointer, in seg: RawPointer, operation: StaticString) -> UnsafeMutablePointer<PageMeta> {
         let page = Segment.page(of: p, in: seg)
-        if page.pointee.start != p || page.pointee.used != 1 {
+        if page.pointee.start != p {
             Diagnostics.invalidPointer(p, operation: operation, reason: "not the start of a block")
         }
+        // Freed and kept whole by the medium cache (a freed block given back
+        // to its segment has free slices: Allocator.classify).
+        if page.pointee.used != 1 { Diagnostics.invalidPointer(p, operation: operation, reason: "block already freed") }
         return page
     }
 
@@ -79,6 +85,7 @@ enum Medium {
     static func grow(_ page: UnsafeMutablePointer<PageMeta>, to size: Int) -> Bool {
         let old = usableSize(page)
         if !SegmentManager.growRun(page, to: slices(for: size)) { return false }
+        page.pointee.limitBytes = UInt32(truncatingIfNeeded: size)
         Stats.largeResized(from: old, to: usableSize(page))
         return true
     }

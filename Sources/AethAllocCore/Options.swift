@@ -7,6 +7,9 @@
 //                              no time limit (dirty budget and malloc_trim)
 //   AETHALLOC_DIRTY_PERCENT    0 ... 1000 (default 25): committed free slices
 //                              kept, as a percentage of the heap in use
+//   AETHALLOC_MEDIUM_CACHE     0/1, true/false, yes/no (default 1): keep
+//                              freed blocks of 64 KiB-1 MiB whole for the
+//                              next request of the same size (MediumCache.swift)
 //   AETHALLOC_STATS            0/1, true/false, yes/no: print the heap
 //                              figures (and, in the metrics variant, the
 //                              operation counters) at exit
@@ -43,6 +46,7 @@ enum Options {
     /// The largest medium block (Tuning.mediumMaxBytes; mallopt M_MMAP_THRESHOLD).
     @inline(__always) static var mediumMaxBytes: Int { Globals.process.pointee.mediumMaxBytes }
     @inline(__always) static var background: BackgroundMode { Globals.process.pointee.background }
+    @inline(__always) static var mediumCache: Bool { Globals.process.pointee.mediumCache }
 
     /// Reads the environment into ProcessState (during initialisation).
     static func load() {
@@ -53,6 +57,7 @@ enum Options {
         state.pointee.dirtyPercent = integer(
             "AETHALLOC_DIRTY_PERCENT", in: 0...1000, default: Tuning.defaultDirtyPercent,
             accepted: "an integer from 0 to 1000 (%)")
+        state.pointee.mediumCache = boolean("AETHALLOC_MEDIUM_CACHE", default: true)
         state.pointee.printStatsAtExit = boolean("AETHALLOC_STATS")
         state.pointee.verbose = boolean("AETHALLOC_VERBOSE")
         state.pointee.background = backgroundMode()
@@ -96,12 +101,12 @@ enum Options {
         return 1
     }
 
-    /// 1/true/yes or 0/false/no (any case); unset is false.
-    static func boolean(_ name: StaticString) -> Bool {
-        guard let raw = OS.environment(name) else { return false }
+    /// 1/true/yes or 0/false/no (any case); unset gives the default.
+    static func boolean(_ name: StaticString, default value: Bool = false) -> Bool {
+        guard let raw = OS.environment(name) else { return value }
         if let v = parseBoolean(raw) { return v }
-        complain(name, raw, accepted: "0, 1, true, false, yes or no", usingDecimal: nil, orWord: "0")
-        return false
+        complain(name, raw, accepted: "0, 1, true, false, yes or no", usingDecimal: nil, orWord: value ? "1" : "0")
+        return value
     }
 
     /// A decimal integer, optionally negative, with nothing around it.
@@ -193,6 +198,7 @@ enum Options {
     /// (aethalloc-cli and the test suite), which are not typos either.
     private static func isKnown(_ entry: UnsafePointer<CChar>) -> Bool {
         isName(entry, "AETHALLOC_PURGE_DELAY_MS") || isName(entry, "AETHALLOC_DIRTY_PERCENT")
+            || isName(entry, "AETHALLOC_MEDIUM_CACHE")
             || isName(entry, "AETHALLOC_STATS") || isName(entry, "AETHALLOC_STATS_DIR")
             || isName(entry, "AETHALLOC_VERBOSE") || isName(entry, "AETHALLOC_BACKGROUND")
             || isName(entry, "AETHALLOC_MTE")
@@ -225,6 +231,8 @@ enum Options {
         line.appendDecimal(UInt(purgeDelayMs.magnitude))
         line.append(" AETHALLOC_DIRTY_PERCENT=")
         line.appendDecimal(UInt(dirtyPercent))
+        line.append(" AETHALLOC_MEDIUM_CACHE=")
+        line.append(mediumCache ? "1" : "0")
         line.append(" AETHALLOC_STATS=")
         line.append(Globals.process.pointee.printStatsAtExit ? "1" : "0")
         line.append(" AETHALLOC_BACKGROUND=")

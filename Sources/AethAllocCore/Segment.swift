@@ -182,7 +182,26 @@ struct SegmentManager: ~Copyable {
     static func allocateRun(slices: Int, mark: UInt8) -> (page: UnsafeMutablePointer<PageMeta>, clean: Bool)? {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
+        return carve(shared, slices: slices, mark: mark)
+    }
+
+    /// A medium block for a request of `size` bytes: a freed one whose
+    /// request ended in the same 8 KiB (MediumCache, never clean), else a
+    /// run of `slices` slices carved as `allocateRun` does.
+    static func allocateMedium(size: Int, slices: Int) -> (page: UnsafeMutablePointer<PageMeta>, clean: Bool)? {
+        Lock.acquire(lockWord)
+        defer { Lock.release(lockWord) }
         let m = shared
+        if let page = MediumCache.take(size: size) {
+            m.pointee.mediumBytes += Int(page.pointee.slices) * Tuning.sliceBytes
+            return (page, false)
+        }
+        return carve(m, slices: slices, mark: SizeClass.markMedium)
+    }
+
+    private static func carve(
+        _ m: UnsafeMutablePointer<SegmentManager>, slices: Int, mark: UInt8
+    ) -> (page: UnsafeMutablePointer<PageMeta>, clean: Bool)? {
         maybePurge(m)
         var run: UInt64 = (slices >= 64) ? 0 : (UInt64(1) << UInt64(slices)) - 1
         // Best fit, committed slices first: the segment whose longest run of
@@ -191,18 +210,28 @@ struct SegmentManager: ~Copyable {
         // Reusing committed slices costs no page faults and keeps RSS from
         // growing while freed memory waits for a purge; best fit fills the
         // holes left by freed pages before a fresh segment's long run is cut.
-        var seg = SegmentBins.best(SegmentBins.dirty, slices: slices)
+        var seg: UnsafeMutablePointer<SegmentHeader>? = nil
         var slice = -1
-        if let h = seg {
-            slice = bestFit(h.pointee.dirtyMask, slices: slices)
-        } else {
-            seg = SegmentBins.best(SegmentBins.free, slices: slices)
-            if let h = seg { slice = bestFit(h.pointee.freeMask, slices: slices) }
-        }
-        if slice < 0 {
-            guard let fresh = newSegment(m) else { return nil }
-            seg = fresh
-            slice = 1
+        var flushed = false
+        while true {
+            seg = SegmentBins.best(SegmentBins.dirty, slices: slices)
+            if let h = seg {
+                slice = bestFit(h.pointee.dirtyMask, slices: slices)
+            } else {
+                seg = SegmentBins.best(SegmentBins.free, slices: slices)
+                if let h = seg { slice = bestFit(h.pointee.freeMask, slices: slices) }
+            }
+            if slice >= 0 { break }
+            if let fresh = newSegment(m) {
+                seg = fresh
+                slice = 1
+                break
+            }
+            // No address space for a segment (RLIMIT_AS, vm.max_map_count):
+            // the medium cache's runs go back to their segments, where they
+            // may coalesce into what is asked for.
+            if flushed || releaseCached(m, olderThanMs: nil, purge: false) == 0 { return nil }
+            flushed = true
         }
         let h = seg!
         let base = RawPointer(h) - Segment.headerOffset
@@ -234,11 +263,34 @@ struct SegmentManager: ~Copyable {
 
     /// Gives a page's slices back to its segment. They stay committed within
     /// the dirty budget and purge delay; a segment left wholly free is
-    /// unmapped unless it is among those kept for reuse.
+    /// unmapped unless it is among those kept for reuse. A medium block is
+    /// kept whole in the medium cache instead while its limit allows.
     static func releasePage(_ page: UnsafeMutablePointer<PageMeta>) {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
+        if page.pointee.sizeClass == SizeClass.markMedium && Options.mediumCache && Options.purgeDelayMs != 0 {
+            // At most half the budget of the heap as it is without the block.
+            let bytes = Int(page.pointee.slices) * Tuning.sliceBytes
+            let limit = Reclaimer.dirtyBudget(
+                used: m.pointee.usedBytes - MediumCache.shared.pointee.bytes - bytes, medium: m.pointee.mediumBytes - bytes) / 2
+            if MediumCache.keep(page, limit: limit, now: OS.nowMs()) {
+                m.pointee.mediumBytes -= bytes
+                if Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) { purgeExcess(m, sparing: nil) }
+                maybePurge(m)
+                if Options.purgeDelayMs > 0 { Reclaimer.notePending(bytes: committedFree(m)) }
+                return
+            }
+        }
+        release(m, page, live: true, purge: false)
+    }
+
+    /// releasePage's work, lock held; `live` is false for a run coming out
+    /// of the medium cache (already out of `mediumBytes`); `purge` purges
+    /// the segment's free committed slices at once.
+    private static func release(
+        _ m: UnsafeMutablePointer<SegmentManager>, _ page: UnsafeMutablePointer<PageMeta>, live: Bool, purge: Bool
+    ) {
         let (base, h, slice, slices) = locate(page)
         for i in slice..<(slice + slices) {
             base.storeBytes(of: SizeClass.markFree, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
@@ -248,8 +300,8 @@ struct SegmentManager: ~Copyable {
         markDirty(m, h, run)
         noteMasks(h)
         m.pointee.usedBytes -= slices * Tuning.sliceBytes
-        if page.pointee.sizeClass == SizeClass.markMedium { m.pointee.mediumBytes -= slices * Tuning.sliceBytes }
-        if Options.purgeDelayMs == 0 && purgeAllowed(m) { purgeSegment(m, h) }
+        if live && page.pointee.sizeClass == SizeClass.markMedium { m.pointee.mediumBytes -= slices * Tuning.sliceBytes }
+        if (purge || Options.purgeDelayMs == 0) && purgeAllowed(m) { purgeSegment(m, h) }
         if !h.pointee.listed { link(m, h) }
         if h.pointee.freeMask == Segment.allSlicesFree {
             // A wholly free segment beyond those kept warm goes back to the
@@ -264,9 +316,23 @@ struct SegmentManager: ~Copyable {
             }
             m.pointee.emptySegments += 1
         }
-        if Reclaimer.purgesInline(dirty: m.pointee.dirtyBytes, budget: dirtyBudget(m)) { purgeExcess(m, sparing: h) }
+        if purge { return }
+        if Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) { purgeExcess(m, sparing: h) }
         maybePurge(m)
-        if Options.purgeDelayMs > 0 { Reclaimer.notePending(bytes: m.pointee.dirtyBytes) }
+        if Options.purgeDelayMs > 0 { Reclaimer.notePending(bytes: committedFree(m)) }
+    }
+
+    /// Gives the medium cache's runs cached at or before `olderThanMs` (all
+    /// when nil) back to their segments, purging them with `purge` (they
+    /// have waited out the delay). Returns how many went back.
+    @discardableResult
+    private static func releaseCached(_ m: UnsafeMutablePointer<SegmentManager>, olderThanMs: UInt64?, purge: Bool) -> Int {
+        var released = 0
+        while let page = MediumCache.takeOldest(olderThanMs: olderThanMs) {
+            release(m, page, live: false, purge: purge)
+            released += 1
+        }
+        return released
     }
 
     /// The background reclaimer's step: purges the slices the delay and the
@@ -277,11 +343,12 @@ struct SegmentManager: ~Copyable {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
-        if m.pointee.dirtyBytes > dirtyBudget(m) && purgeAllowed(m) { purgeExcess(m, sparing: nil) }
+        if committedFree(m) > dirtyBudget(m) && purgeAllowed(m) { purgeExcess(m, sparing: nil) }
         let delay = Options.purgeDelayMs
-        if delay <= 0 || m.pointee.dirtyBytes == 0 { return nil }
+        if delay <= 0 || (m.pointee.dirtyBytes == 0 && MediumCache.shared.pointee.count == 0) { return nil }
+        releaseCached(m, olderThanMs: now &- UInt64(delay), purge: true)
         if purgeAllowed(m) { _ = purge(m, olderThanMs: now &- UInt64(delay)) }
-        var next: UInt64? = nil
+        var next = MediumCache.nextDue(now: now, delay: UInt64(delay))
         var seg = m.pointee.withFree
         while let h = seg {
             if h.pointee.dirtyMask != 0 {
@@ -298,7 +365,8 @@ struct SegmentManager: ~Copyable {
     }
 
     /// The manager's figures, read under its lock (mallinfo2, malloc_stats).
-    static func figures() -> (segments: Int, withFree: Int, used: Int, medium: Int, dirty: Int) {
+    /// `used` includes the medium cache's runs (`cached`), `medium` does not.
+    static func figures() -> (segments: Int, withFree: Int, used: Int, medium: Int, cached: Int, dirty: Int) {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
@@ -308,14 +376,19 @@ struct SegmentManager: ~Copyable {
             withFree += 1
             s = h.pointee.next
         }
-        return (m.pointee.mappedSegments, withFree, m.pointee.usedBytes, m.pointee.mediumBytes, m.pointee.dirtyBytes)
+        return (
+            m.pointee.mappedSegments, withFree, m.pointee.usedBytes, m.pointee.mediumBytes,
+            MediumCache.shared.pointee.bytes, m.pointee.dirtyBytes
+        )
     }
 
-    /// Returns every free-but-committed slice to the OS. Returns the bytes purged.
+    /// Returns every free-but-committed slice to the OS, the medium cache's
+    /// runs included. Returns the bytes purged.
     @discardableResult
     static func purgeAll() -> Int {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
+        releaseCached(shared, olderThanMs: nil, purge: false)
         return purge(shared, olderThanMs: nil)
     }
 
@@ -414,9 +487,18 @@ struct SegmentManager: ~Copyable {
     }
 
     /// The dirty budget now (Reclaimer.dirtyBudget).
+    /// The medium cache's runs are not part of the heap it scales with.
     private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
-        Reclaimer.dirtyBudget(used: m.pointee.usedBytes, medium: m.pointee.mediumBytes)
+        Reclaimer.dirtyBudget(used: m.pointee.usedBytes - MediumCache.shared.pointee.bytes, medium: m.pointee.mediumBytes)
     }
+
+    /// Freed memory still committed, which the budget bounds: free
+    /// committed slices and the medium cache's runs.
+    @inline(__always)
+    private static func committedFree(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
+        m.pointee.dirtyBytes + MediumCache.shared.pointee.bytes
+    }
+
 
     private static func markDirty(_ m: UnsafeMutablePointer<SegmentManager>, _ h: UnsafeMutablePointer<SegmentHeader>, _ run: UInt64) {
         if h.pointee.dirtyMask == 0 { h.pointee.dirtySinceMs = OS.nowMs() }
@@ -425,16 +507,21 @@ struct SegmentManager: ~Copyable {
     }
 
     /// Purges segments other than `hot` (the one just released into) until
-    /// the dirty bytes are at most half the budget, then `hot` if needed.
+    /// the freed memory still committed is at most half the budget, then
+    /// `hot` if needed, then the medium cache's runs.
     private static func purgeExcess(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>?) {
         if !purgeAllowed(m) { return }
         let target = dirtyBudget(m) / 2
         var seg = m.pointee.withFree
-        while let h = seg, m.pointee.dirtyBytes > target {
+        while let h = seg, m.pointee.dirtyBytes > 0 && committedFree(m) > target {
             seg = h.pointee.next
             if h != hot { giveBack(m, h) }
         }
-        if let hot, m.pointee.dirtyBytes > target { giveBack(m, hot) }
+        if let hot, m.pointee.dirtyBytes > 0 && committedFree(m) > target { giveBack(m, hot) }
+        // Still above (the heap shrank under the cache): cached runs go back.
+        while committedFree(m) > target, let page = MediumCache.takeOldest(olderThanMs: nil) {
+            release(m, page, live: false, purge: true)
+        }
     }
 
     /// False for `Tuning.purgeBackoffMs` after the OS refused a purge (under
@@ -451,10 +538,15 @@ struct SegmentManager: ~Copyable {
         let delay = Options.purgeDelayMs
         // 0: done by releasePage; -1: budget and malloc_trim only; with the
         // reclaimer running, its job.
-        if delay <= 0 || m.pointee.dirtyBytes == 0 || !purgeAllowed(m) || !Reclaimer.checksDelaysInline { return }
+        if delay <= 0 || (m.pointee.dirtyBytes == 0 && MediumCache.shared.pointee.count == 0) || !purgeAllowed(m)
+            || !Reclaimer.checksDelaysInline
+        {
+            return
+        }
         let now = OS.nowMs()
         if now &- m.pointee.lastPurgeMs >= UInt64(delay / 10 + 1) {
             m.pointee.lastPurgeMs = now
+            releaseCached(m, olderThanMs: now &- UInt64(delay), purge: true)
             _ = purge(m, olderThanMs: now &- UInt64(delay))
         }
     }

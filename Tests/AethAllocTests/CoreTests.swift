@@ -83,6 +83,17 @@ extension Trait where Self == ExclusiveCoreState {
     static var exclusiveCoreState: Self { ExclusiveCoreState() }
 }
 
+/// Runs `body` with the medium cache off and emptied (malloc_trim), for tests
+/// of what happens to freed slices: a freed medium block then goes back to
+/// its segment. (An exclusiveCoreState test.)
+func withoutMediumCache<T>(_ body: () throws -> T) rethrows -> T {
+    let saved = Globals.process.pointee.mediumCache
+    Globals.process.pointee.mediumCache = false
+    defer { Globals.process.pointee.mediumCache = saved }
+    _ = Reclaimer.trim()
+    return try body()
+}
+
 /// Checks the page invariant (used + free list == handed-out blocks) of the
 /// page owning `p`, under its class lock.
 func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
@@ -410,7 +421,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         }
     }
 
-    @Test func freedSlicesStayWithinTheDirtyBudget() throws {
+    @Test func freedSlicesStayWithinTheDirtyBudget() throws { try withoutMediumCache {
         // 24 MiB of medium blocks freed at once while 24 MiB stay: what
         // stays committed is bounded by the budget, computed as
         // `SegmentManager.dirtyBudget` does: a share of the heap, where the
@@ -450,7 +461,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         let after = SegmentManager.shared.pointee.dirtyBytes
         Lock.release(SegmentManager.lockWord)
         #expect(after == 0, "\(after) bytes still dirty after malloc_trim")
-    }
+    } }
 
     @Test func layoutFactsTheFastPathsRelyOn() {
         // SimpleCache.take loads `items` at this offset without the type.
@@ -474,7 +485,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(SegmentManager.longestRun(0) == 0)
     }
 
-    @Test func mediumBlocksAreCarvedBestFitThroughTheBins() throws {
+    @Test func mediumBlocksAreCarvedBestFitThroughTheBins() throws { try withoutMediumCache {
         // Medium blocks of 1-16 slices, a random half freed: holes of every
         // length in many segments.
         var rng = SystemRandomNumberGenerator()
@@ -528,7 +539,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             #expect(binsConsistent())
         }
         #expect(checked >= 8)
-    }
+    } }
 
     @Test func alignedSmallBlocks() throws {
         for align in [32, 64, 256, 4096, 65536] {
@@ -746,15 +757,18 @@ struct PurgeDelayTests {
     /// test clock stands at t0 and nothing is dirty. Restores all of it.
     static func withDelayOnly(_ body: (UInt64) throws -> Void) throws {
         let state = Globals.process
-        let (savedDelay, savedPercent) = (state.pointee.purgeDelayMs, state.pointee.dirtyPercent)
+        let (savedDelay, savedPercent, savedCache) =
+            (state.pointee.purgeDelayMs, state.pointee.dirtyPercent, state.pointee.mediumCache)
         state.pointee.purgeDelayMs = 1000
         state.pointee.dirtyPercent = 1000
+        state.pointee.mediumCache = false
         let t0 = OS.nowMs()
         TestClock.set(t0)
         defer {
             TestClock.set(nil)
             state.pointee.purgeDelayMs = savedDelay
             state.pointee.dirtyPercent = savedPercent
+            state.pointee.mediumCache = savedCache
         }
         _ = Reclaimer.trim()
         try #require(dirtyBytes() == 0, "malloc_trim left dirty slices")

@@ -68,21 +68,23 @@ struct IntrospectionTests {
     func strictOptions(_ variant: BBVariant) async throws {
         let lines = try await stderr(variant, [
             "AETHALLOC_PURGE_DELAY_MS": "abc", "AETHALLOC_DIRTY_PERCENT": "5000", "AETHALLOC_STATS": "maybe",
-            "AETHALLOC_PURGE_DELAY": "5", "AETHALLOC_VERBOSE": "1",
+            "AETHALLOC_PURGE_DELAY": "5", "AETHALLOC_VERBOSE": "1", "AETHALLOC_MEDIUM_CACHE": "2",
         ])
         let expected = [
             "aethalloc: AETHALLOC_PURGE_DELAY_MS=abc is not valid (accepted: an integer from -1 to 86400000 (ms)); using 1000",
             "aethalloc: AETHALLOC_DIRTY_PERCENT=5000 is not valid (accepted: an integer from 0 to 1000 (%)); using 25",
             "aethalloc: AETHALLOC_STATS=maybe is not valid (accepted: 0, 1, true, false, yes or no); using 0",
+            "aethalloc: AETHALLOC_MEDIUM_CACHE=2 is not valid (accepted: 0, 1, true, false, yes or no); using 1",
             "aethalloc: ignoring unknown variable AETHALLOC_PURGE_DELAY (not an AethAlloc option: see the README's Tuning table)",
             "aethalloc[\(variant.expectedName)] options: AETHALLOC_PURGE_DELAY_MS=1000 AETHALLOC_DIRTY_PERCENT=25 "
-                + "AETHALLOC_STATS=0 AETHALLOC_BACKGROUND=auto statistics=\(variant.expectedName == "metrics" ? "on" : "off") "
+                + "AETHALLOC_MEDIUM_CACHE=1 AETHALLOC_STATS=0 AETHALLOC_BACKGROUND=auto statistics=\(variant.expectedName == "metrics" ? "on" : "off") "
                 + "hardened=\(variant.expectedName == "hardened" ? "yes" : "no")",
         ]
         #expect(Set(lines) == Set(expected) && lines.count == expected.count, "stderr:\n\(lines.joined(separator: "\n"))")
         // Valid values, including the edges of the ranges, are taken silently.
         let quiet = try await stderr(variant, [
             "AETHALLOC_PURGE_DELAY_MS": "-1", "AETHALLOC_DIRTY_PERCENT": "1000", "AETHALLOC_STATS": "no",
+            "AETHALLOC_MEDIUM_CACHE": "0",
             "AETHALLOC_STATS_DIR": "/nonexistent-but-only-read-by-metrics", "AETHALLOC_LIB_DIR": "x",
         ])
         #expect(quiet.filter { !$0.contains("AETHALLOC_STATS_DIR") }.isEmpty, "\(quiet)")

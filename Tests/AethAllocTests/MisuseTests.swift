@@ -42,6 +42,12 @@ struct MisuseCase: Sendable, CustomTestStringConvertible {
             name: "large-double-free", operation: "free", reason: "block already freed",
             hardenedReasons: ["not allocated by AethAlloc", "not inside a live page"]),
         MisuseCase(
+            name: "medium-double-free", operation: "free", reason: "block already freed",
+            hardenedReasons: ["not allocated by AethAlloc", "not inside a live page"]),
+        MisuseCase(
+            name: "medium-double-free-uncached", operation: "free", reason: "not inside a live page",
+            hardenedReasons: ["not allocated by AethAlloc", "not inside a live page"]),
+        MisuseCase(
             name: "large-realloc-after-free", operation: "realloc", reason: "block already freed",
             hardenedReasons: ["not allocated by AethAlloc", "not inside a live page"]),
         MisuseCase(name: "usable-size-foreign", operation: "malloc_usable_size", reason: "not allocated by AethAlloc"),

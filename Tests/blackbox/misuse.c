@@ -50,6 +50,24 @@ int main(int argc, char **argv) {
         free(p);
         show(p);
         free(p);
+    } else if (!strcmp(c, "medium-double-free")) {
+        /* With 40 MB of medium blocks live, the medium cache keeps the
+         * freed block whole (its limit is half the dirty budget); nothing
+         * is allocated between the two frees. */
+        for (int i = 0; i < 40; i++) {
+            char *keep = malloc(1 << 20);
+            keep[0] = 1;
+        }
+        char *p = malloc(300000);
+        show(p);
+        free(p);
+        free(p);
+    } else if (!strcmp(c, "medium-double-free-uncached")) {
+        /* A heap too small for the cache to keep it: its slices are free. */
+        char *p = malloc(300000);
+        show(p);
+        free(p);
+        free(p);
     } else if (!strcmp(c, "large-realloc-after-free")) {
         char *p = malloc(4 << 20);
         free(p);
