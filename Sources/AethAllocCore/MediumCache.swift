@@ -29,8 +29,13 @@
 // - A run cached for longer than the purge delay goes back to its segment
 //   and is purged (the reclaimer, or the next segment operation without
 //   one): memory a program stopped using returns to the OS.
-// - When carving would map a new segment, every cached run goes back to its
-//   segment first, so the cache never costs address space the program needs.
+// - Freed memory still committed (free slices and cached runs) stays within
+//   the dirty budget; past it, slices are purged first, then cached runs.
+// - A page or block that no free committed slices hold takes a cached run
+//   of another size that holds it (`takeHolding`: the run goes back to its
+//   segment) before it faults in fresh slices.
+// - When no segment can be mapped, every cached run goes back to its
+//   segment and the carve is tried again.
 // - malloc_trim empties it.
 
 struct MediumCache {
@@ -112,6 +117,24 @@ struct MediumCache {
         guard let page = bin(i).pointee.oldest else { return nil }
         unlink(page, from: bin(i))
         return page
+    }
+
+    /// Takes out the oldest run of the lowest bin whose oldest run has at
+    /// least `slices` slices, or nil. Segment lock held.
+    static func takeHolding(slices: Int) -> UnsafeMutablePointer<PageMeta>? {
+        if shared.pointee.count == 0 { return nil }
+        // Bin i holds requests of at most (i + 1) 8 KiB steps, in runs of
+        // at least that many bytes: below `first`, none has `slices`.
+        let first = max(0, ((slices &- 1) &* Tuning.sliceBytes) >> grainShift)
+        var i = first
+        while i < bins {
+            if let page = bin(i).pointee.oldest, Int(page.pointee.slices) >= slices {
+                unlink(page, from: bin(i))
+                return page
+            }
+            i &+= 1
+        }
+        return nil
     }
 
     /// Milliseconds until the oldest cached run is `delay` old (0 if it

@@ -215,6 +215,13 @@ struct SegmentManager: ~Copyable {
         var flushed = false
         while true {
             seg = SegmentBins.best(SegmentBins.dirty, slices: slices)
+            if seg == nil, let page = MediumCache.takeHolding(slices: slices) {
+                // Committed memory the cache keeps for another size, rather
+                // than slices that would fault in afresh: the run goes back
+                // to its segment, where best fit finds it or a better hole.
+                release(m, page, live: false, purge: false)
+                seg = SegmentBins.best(SegmentBins.dirty, slices: slices)
+            }
             if let h = seg {
                 slice = bestFit(h.pointee.dirtyMask, slices: slices)
             } else {

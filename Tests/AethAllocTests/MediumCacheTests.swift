@@ -46,10 +46,18 @@ struct MediumCacheTests {
         let q = try #require(Allocator.allocate(303_000))
         #expect(q == p, "not the cached block")
         #expect(Self.cached().count == 0)
+        // A hole of free committed slices (freed with the cache off), then
+        // the block cached again.
+        let hole = try #require(Allocator.allocate(300_000))
+        Globals.process.pointee.mediumCache = false
+        Allocator.deallocate(hole)
+        Globals.process.pointee.mediumCache = true
         Allocator.deallocate(q)
-        // 290,000 ends in the step before (same slice count): carved anew.
+        #expect(Self.cached().count == 1)
+        // 290,000 ends in the step before (same slice count): carved from
+        // the hole, not from the cached block.
         let r = try #require(Allocator.allocate(290_000))
-        #expect(r != p, "a request of another 8 KiB step got the cached block")
+        #expect(r == hole && r != p, "a request of another 8 KiB step got the cached block")
         #expect(Self.cached().count == 1)
         Allocator.deallocate(r)
         // Off: a freed block goes back to its segment.
@@ -58,6 +66,20 @@ struct MediumCacheTests {
             Allocator.deallocate(s)
             #expect(Self.cached().count == 0)
         }
+    } }
+
+    @Test func aBlockNoFreeSliceHoldsSplitsACachedOneBeforeFreshMemory() throws { try Self.onTestClock { _ in
+        // After malloc_trim nothing freed is committed: the only committed
+        // free memory is the block cached here.
+        let live = try (0..<4).map { _ in try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes))) }
+        defer { live.forEach { Allocator.deallocate($0) } }
+        let p = try #require(Allocator.allocate(600_000))
+        Allocator.deallocate(p)
+        #expect(Self.cached().count == 1)
+        let q = try #require(Allocator.allocate(200_000))
+        defer { Allocator.deallocate(q) }
+        #expect(q == p, "fresh slices used while a cached block held the request")
+        #expect(Self.cached().count == 0)
     } }
 
     @Test func cachedBlocksCountAsFreeAndMallocTrimEmptiesTheCache() throws { try Self.onTestClock { _ in
