@@ -17,7 +17,8 @@ struct MediumCacheTests {
 
     /// Runs `body(t0)` on the test clock at t0 with a 1 s purge delay, a
     /// dirty budget (1000% of the heap) whose half holds what a test frees,
-    /// and an empty cache; restores the clock and the options.
+    /// and an empty cache that admits what it is offered; restores the
+    /// clock, the options and the cache's admission state.
     static func onTestClock(_ body: (UInt64) throws -> Void) throws {
         let state = Globals.process
         let (savedDelay, savedPercent) = (state.pointee.purgeDelayMs, state.pointee.dirtyPercent)
@@ -25,9 +26,13 @@ struct MediumCacheTests {
         state.pointee.dirtyPercent = 1000
         let t0 = OS.nowMs()
         TestClock.set(t0)
+        let cache = MediumCache.shared
+        let savedGate = (cache.pointee.admitting, cache.pointee.keeps, cache.pointee.hits, cache.pointee.probes)
+        cache.pointee.admitting = true
         defer {
             TestClock.set(nil)
             (state.pointee.purgeDelayMs, state.pointee.dirtyPercent) = (savedDelay, savedPercent)
+            (cache.pointee.admitting, cache.pointee.keeps, cache.pointee.hits, cache.pointee.probes) = savedGate
             _ = Reclaimer.trim()
         }
         _ = Reclaimer.trim()
@@ -80,6 +85,41 @@ struct MediumCacheTests {
         defer { Allocator.deallocate(q) }
         #expect(q == p, "fresh slices used while a cached block held the request")
         #expect(Self.cached().count == 0)
+    } }
+
+    @Test func keepsFewBlocksUntilTheyAreTakenAgain() throws { try Self.onTestClock { _ in
+        let live = try (0..<4).map { _ in try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes))) }
+        defer { live.forEach { Allocator.deallocate($0) } }
+        let cache = MediumCache.shared
+        (cache.pointee.admitting, cache.pointee.keeps, cache.pointee.hits, cache.pointee.probes) = (false, 0, 0, 0)
+        /// Frees `n` blocks of 70,000 B (one bin) at once; returns how many
+        /// the cache kept, and empties it again (malloc_trim).
+        func keptOf(_ n: Int) throws -> Int {
+            let blocks = try (0..<n).map { _ in try #require(Allocator.allocate(70_000)) }
+            let before = Self.cached().count
+            blocks.forEach { Allocator.deallocate($0) }
+            return Self.cached().count - before
+        }
+        // Not admitting: 1 candidate in probeEvery.
+        let probed = try keptOf(2 * MediumCache.probeEvery)
+        #expect(probed == 2, "kept \(probed) of \(2 * MediumCache.probeEvery) while probing")
+        // A window of keeps, each taken again: admitting from then on.
+        var rounds = 0
+        while !cache.pointee.admitting && rounds < 4 * MediumCache.window * MediumCache.probeEvery {
+            let p = try #require(Allocator.allocate(70_000))
+            Allocator.deallocate(p)  // a candidate (probed or kept)...
+            Allocator.deallocate(try #require(Allocator.allocate(70_000)))  // ...and taken again when kept
+            rounds += 1
+        }
+        #expect(cache.pointee.admitting, "not admitting after a window of hits")
+        #expect(try keptOf(8) == 8, "not admitting after a window of hits")
+        // A window of keeps never taken (each block of a new size): probing again.
+        var k = 0
+        while cache.pointee.admitting && k < 4 * MediumCache.window {
+            Allocator.deallocate(try #require(Allocator.allocate(UInt(70_000 + k % 100 * 8192))))
+            k += 1
+        }
+        #expect(!cache.pointee.admitting, "still admitting after a window without hits")
     } }
 
     @Test func cachedBlocksCountAsFreeAndMallocTrimEmptiesTheCache() throws { try Self.onTestClock { _ in
