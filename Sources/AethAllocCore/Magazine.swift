@@ -17,9 +17,12 @@ struct Magazine {
     var next: UInt
     var count: Int
 
+    /// Where the rounds start: right after the header.
+    static let roundsOffset = MemoryLayout<Magazine>.stride
+
     @inline(__always)
     static func rounds(_ m: UnsafeMutablePointer<Magazine>) -> UnsafeMutablePointer<RawPointer?> {
-        (RawPointer(m) + 16).assumingMemoryBound(to: RawPointer?.self)
+        (RawPointer(m) + roundsOffset).assumingMemoryBound(to: RawPointer?.self)
     }
 
     /// An empty magazine: from the shared stack, or carved from the arena.

@@ -168,6 +168,14 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
 @Suite(.exclusiveCoreState) struct MagazineTests {
     init() { Runtime.ensureInitialized() }
 
+    /// A magazine fills whole cache lines (no line is shared by two
+    /// magazines that different threads write), 512 bytes with 62 slots.
+    @Test func magazineLayoutIsDerivedFromItsSlots() {
+        #expect(Magazine.roundsOffset == 16)
+        #expect(Tuning.magazineBytes == 512)
+        #expect(Tuning.magazineBytes % 64 == 0)
+    }
+
     @Test func taggedStackIsLifoAndCounts() {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
         defer { raw.deallocate() }
