@@ -33,8 +33,8 @@ struct BenchSmokeTests {
     @Test func everyScenarioHasAProgram() {
         let expected = [
             "alloc_free_loop", "fragmentation", "kv_store", "larson", "multithread_churn", "packet_churn",
-            "producer_consumer", "realloc_growth", "rss_reclaim", "small_objects", "tail_latency", "thread_churn",
-            "xthread_stress",
+            "producer_consumer", "realloc_growth", "remote_free", "rss_reclaim", "small_objects", "tail_latency",
+            "thread_churn", "xthread_stress",
         ]
         #expect(Set(expected).isSubset(of: Set(BenchSources.names)), "benches/: \(BenchSources.names)")
     }
