@@ -509,6 +509,14 @@ static inline size_t rng_size_log(rng_t *r, size_t lo, size_t hi)
 /* Block patterns                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* A block a bench holds: where it is, its size, and the tag its pattern was
+ * written with (blk_fill / blk_check). */
+typedef struct {
+    void *p;
+    size_t size;
+    uint64_t tag;
+} bench_obj;
+
 /*
  * A block of n bytes tagged `tag` carries a header word mix64(tag) in its
  * first 8 bytes and a size-dependent word in its last 8 bytes (for n >= 16;

@@ -25,14 +25,8 @@ static bench_param params[] = {
 };
 
 typedef struct {
-    void *p;
-    size_t size;
-    uint64_t tag;
-} obj_t;
-
-typedef struct {
     _Alignas(64) int id;
-    obj_t *buf[2];
+    bench_obj *buf[2];
     uint64_t allocs, frees;
     char pad[64];
 } ring_t;
@@ -51,19 +45,19 @@ static void *worker(void *arg)
     uint64_t tag = (uint64_t)me->id << 48;
 
     for (uint64_t r = 0; r < rounds; r++) {
-        obj_t *mine = me->buf[r & 1];
+        bench_obj *mine = me->buf[r & 1];
         for (uint64_t j = 0; j < batch; j++) {
             size_t n = rng_size_log(&rng, szmin, szmax);
             void *p = malloc(n);
             BENCH_CHECK_ALLOC(p, n);
             blk_fill(p, n, ++tag);
-            mine[j] = (obj_t){ p, n, tag };
+            mine[j] = (bench_obj){ p, n, tag };
         }
         me->allocs += batch;
         pthread_barrier_wait(&barrier);
-        obj_t *theirs = next->buf[r & 1];
+        bench_obj *theirs = next->buf[r & 1];
         for (uint64_t j = 0; j < batch; j++) {
-            obj_t *o = &theirs[j];
+            bench_obj *o = &theirs[j];
             blk_check(o->p, o->size, o->tag, "block freed by the next thread in the ring");
             free(o->p);
             o->p = NULL;
@@ -89,8 +83,8 @@ int main(int argc, char **argv)
     pthread_t *tid = bench_map((size_t)nthreads * sizeof(pthread_t), 1);
     for (int i = 0; i < nthreads; i++) {
         ring[i].id = i;
-        ring[i].buf[0] = bench_map(batch * sizeof(obj_t), 1);
-        ring[i].buf[1] = bench_map(batch * sizeof(obj_t), 1);
+        ring[i].buf[0] = bench_map(batch * sizeof(bench_obj), 1);
+        ring[i].buf[1] = bench_map(batch * sizeof(bench_obj), 1);
     }
     if (pthread_barrier_init(&barrier, NULL, (unsigned)nthreads) != 0)
         bench_fail("pthread_barrier_init failed");

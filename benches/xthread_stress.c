@@ -25,15 +25,9 @@ static bench_param params[] = {
 };
 
 typedef struct {
-    void *p;
-    size_t size;
-    uint64_t tag;
-} obj_t;
-
-typedef struct {
     _Alignas(64) int row;
     uint64_t gen;
-    obj_t *objs;       /* `objects` entries; p == NULL when empty */
+    bench_obj *objs;       /* `objects` entries; p == NULL when empty */
     uint32_t *order;   /* scratch permutation */
     uint64_t allocs, frees;
     char pad[64];
@@ -49,7 +43,7 @@ static void *worker(void *arg)
     uint64_t tag = ((uint64_t)r->row << 48) ^ (r->gen << 24);
 
     for (uint64_t j = 0; j < nobjects; j++) {
-        obj_t *o = &r->objs[j];
+        bench_obj *o = &r->objs[j];
         if (o->p) {
             blk_check(o->p, o->size, o->tag, "object left by the previous generation");
             free(o->p);
@@ -62,7 +56,7 @@ static void *worker(void *arg)
         void *p = malloc(n);
         BENCH_CHECK_ALLOC(p, n);
         blk_fill(p, n, ++tag);
-        r->objs[j] = (obj_t){ p, n, tag };
+        r->objs[j] = (bench_obj){ p, n, tag };
         r->order[j] = (uint32_t)j;
         r->allocs++;
     }
@@ -75,7 +69,7 @@ static void *worker(void *arg)
     }
     uint64_t nfree = nobjects * (100 - keep_pct) / 100;
     for (uint64_t j = 0; j < nfree; j++) {
-        obj_t *o = &r->objs[r->order[j]];
+        bench_obj *o = &r->objs[r->order[j]];
         blk_check(o->p, o->size, o->tag, "object freed by its own thread");
         free(o->p);
         o->p = NULL;
@@ -102,7 +96,7 @@ int main(int argc, char **argv)
     pthread_t *tid = bench_map((size_t)threads * sizeof(pthread_t), 1);
     for (int i = 0; i < threads; i++) {
         rows[i].row = i;
-        rows[i].objs = bench_map(nobjects * sizeof(obj_t), 1);
+        rows[i].objs = bench_map(nobjects * sizeof(bench_obj), 1);
         rows[i].order = bench_map(nobjects * sizeof(uint32_t), 1);
     }
 
@@ -128,7 +122,7 @@ int main(int argc, char **argv)
             bench_fail("row %d ran %llu generations, expected %llu", i, (unsigned long long)r->gen,
                        (unsigned long long)generations);
         for (uint64_t j = 0; j < nobjects; j++) {
-            obj_t *o = &r->objs[j];
+            bench_obj *o = &r->objs[j];
             if (o->p) {
                 blk_check(o->p, o->size, o->tag, "object left by the last generation");
                 free(o->p);
