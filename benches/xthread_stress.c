@@ -27,8 +27,8 @@ static bench_param params[] = {
 typedef struct {
     _Alignas(64) int row;
     uint64_t gen;
-    bench_obj *objs;       /* `objects` entries; p == NULL when empty */
-    uint32_t *order;   /* scratch permutation */
+    bench_obj *objs;  /* `objects` entries; p == NULL when empty */
+    uint32_t *order;  /* scratch permutation */
     uint64_t allocs, frees;
     char pad[64];
 } row_t;
