@@ -103,10 +103,23 @@ struct Depot: ~Copyable {
 
     /// Pushes a full magazine, or returns false when the depot already holds
     /// its limit (the caller then drains the magazine to the pages).
+    ///
+    /// While a single thread has a cache, the limit is
+    /// `Tuning.depotAloneMagazines`: the depot could only hand that thread
+    /// its own blocks back, last freed first, and a program that frees and
+    /// rebuilds its structures again and again would get them in an order
+    /// that scatters a little more each time (a list rebuilt from the blocks
+    /// of its predecessor). The pages hand them out in address order instead
+    /// (Central.order).
     @inline(__always)
     static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>) -> Bool {
+        pushFull(c, m, limit: ThreadCacheRegistry.alone ? Tuning.depotAloneMagazines : Globals.classInfo(c).pointee.depotLimit)
+    }
+
+    @inline(__always)
+    static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, limit: Int) -> Bool {
         let d = Globals.depot(c)
-        if d.pointee.full.approximateCount() >= Globals.classInfo(c).pointee.depotLimit { return false }
+        if d.pointee.full.approximateCount() >= limit { return false }
         d.pointee.full.push(RawPointer(m))
         Stats.depotTransfer()
         return true

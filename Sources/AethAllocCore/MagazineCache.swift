@@ -73,7 +73,8 @@ enum MagazineCache: CachePolicy {
             // The loaded magazine is full; so is the previous one, if any.
             if let prev = pair.pointee.previous {
                 if !Depot.pushFull(c, prev) {
-                    // The depot is at its limit: the blocks go back to their pages.
+                    // The depot is at its limit: the blocks go back to their
+                    // pages, which hand them out again in address order.
                     Central.drain(c, from: Magazine.rounds(prev), count: prev.pointee.count)
                     prev.pointee.count = 0
                     swap(c, hot, pair)

@@ -37,6 +37,9 @@ struct PageMeta {
     var sizeClass: UInt8
     var slices: UInt8
     var listed: Bool
+    /// How many blocks at the head of `free` came back since the list was
+    /// last put in order (Central.fill orders them before handing any out).
+    var unordered: UInt32
 
     var hasFree: Bool { free != nil || bumpBytes < limitBytes }
     func isValid() -> Bool {
@@ -48,6 +51,20 @@ struct PageMeta {
         }
         return bumpBytes <= limitBytes && used + n == bumpBytes / blockSize
     }
+}
+
+/// A bit per block of a page, for `Central.order` (on its stack).
+struct OrderBitmap {
+    var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    init() { words = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) }
 }
 
 /// One size class's pages.
@@ -83,6 +100,7 @@ struct Central {
                 page = fresh
             }
             let pg = page!
+            if pg.pointee.unordered != 0 { order(pg) }
             var taken: UInt32 = 0
             // Returned blocks first (warm in cache), then never-used ones.
             while n < max, let b = pg.pointee.free {
@@ -103,6 +121,9 @@ struct Central {
             central.pointee.outBlocks &+= Int(taken)
             if !pg.pointee.hasFree { unlink(central, pg) }
         }
+        // Pops take from the top: put the lowest address there.
+        var i = 0, j = n &- 1
+        while i < j { let t = dst[i]; dst[i] = dst[j]; dst[j] = t; i &+= 1; j &-= 1 }
         return n
     }
 
@@ -132,12 +153,67 @@ struct Central {
                 i &+= 1
             } while i < n
             page.pointee.free = head
+            page.pointee.unordered &+= k
             page.pointee.used &-= k
             if !page.pointee.listed { link(central, page) }
-            if page.pointee.used == 0 && (page.pointee.prev != nil || page.pointee.next != nil) {
-                unlink(central, page)
-                SegmentManager.releasePage(page)
+            if page.pointee.used == 0 {
+                if page.pointee.prev != nil || page.pointee.next != nil {
+                    unlink(central, page)
+                    SegmentManager.releasePage(page)
+                } else {
+                    // The class's only page, kept: every block is back, so
+                    // it is carved again from its start, in address order.
+                    page.pointee.free = nil
+                    page.pointee.unordered = 0
+                    page.pointee.bumpBytes = 0
+                }
             }
+        }
+    }
+
+    /// Puts the blocks that came back since the last call (the head of the
+    /// page's free list) in ascending address order, ahead of the rest.
+    /// O(returned blocks + bitmap words): a page's earlier, ordered blocks
+    /// are not walked again.
+    static func order(_ pg: UnsafeMutablePointer<PageMeta>) {
+        let k = pg.pointee.unordered
+        pg.pointee.unordered = 0
+        let size = UInt(pg.pointee.blockSize)
+        let blocks = Int(UInt(pg.pointee.limitBytes) / size)
+        if k < 2 || blocks > Tuning.orderedPageBlocks { return }
+        var bitmap = OrderBitmap()
+        let start = UInt(bitPattern: pg.pointee.start)
+        withUnsafeMutableBytes(of: &bitmap) { raw in
+            let w = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
+            var lowest = blocks, highest = 0
+            var p = pg.pointee.free
+            var left = k
+            while left > 0, let b = p {
+                p = Hardening.decodeLink(at: b, page: pg)
+                let i = Int((UInt(bitPattern: b) &- start) / size)
+                w[i >> 6] |= UInt64(1) << UInt64(i & 63)
+                lowest = Swift.min(lowest, i)
+                highest = Swift.max(highest, i)
+                left &-= 1
+            }
+            // Relink from the highest address down, ending at the lowest,
+            // in front of the blocks that were already in order.
+            var head = p
+            var word = highest >> 6
+            let first = lowest >> 6
+            while word >= first {
+                var m = w[word]
+                while m != 0 {
+                    let bit = 63 &- m.leadingZeroBitCount
+                    m &= ~(UInt64(1) << UInt64(bit))
+                    let b = RawPointer(bitPattern: start &+ UInt((word << 6) | bit) &* size)!
+                    b.storeBytes(of: Hardening.encodeLink(head, at: b), as: UInt.self)
+                    head = b
+                }
+                if word == 0 { break }
+                word &-= 1
+            }
+            pg.pointee.free = head
         }
     }
 

@@ -249,7 +249,7 @@ struct SegmentManager: ~Copyable {
         page.pointee = PageMeta(
             free: nil, start: base + slice * Tuning.sliceBytes, next: nil, prev: nil,
             bumpBytes: 0, limitBytes: 0, used: 0, blockSize: 0,
-            sizeClass: mark, slices: UInt8(truncatingIfNeeded: slices), listed: false)
+            sizeClass: mark, slices: UInt8(truncatingIfNeeded: slices), listed: false, unordered: 0)
         return (page, clean)
     }
 

@@ -237,7 +237,8 @@ enum ThreadCache {
 /// ones (for reuse by new threads) and, in a fork child, the orphans (caches
 /// of threads that exist only in the parent).
 ///
-/// Invariants (under `lockWord`): `live` is the length of `liveList`; a cache
+/// Invariants (under `lockWord`): `live` is the length of `liveList` (written
+/// only under the lock; read without it by `alone`); a cache
 /// is on exactly one of the three lists or, between `obtain` and `recycle`,
 /// owned by its thread and on `liveList`. `Globals.orphansPending` is true
 /// while `orphans` is non-empty.
@@ -245,11 +246,17 @@ struct ThreadCacheRegistry: ~Copyable {
     var freeList: RawPointer?
     var liveList: RawPointer?
     var orphans: RawPointer?
-    var live: Int
+    let live: Atomic<Int>
 
     static var lockWord: UnsafeMutablePointer<LockWord> {
         Globals.lock(Globals.registryLock)
     }
+
+    /// At most one thread has a cache: no other thread can take blocks from
+    /// a depot or pool (read without the lock; a thread that starts meanwhile
+    /// sees the depots as they are, only with fewer blocks cached).
+    @inline(__always)
+    static var alone: Bool { Globals.registry.pointee.live.load(ordering: .relaxed) <= 1 }
 
     /// A zeroed cache on the live list, or nil if the OS refuses memory.
     static func obtain() -> RawPointer? {
@@ -268,7 +275,7 @@ struct ThreadCacheRegistry: ~Copyable {
         links.pointee.next = r.pointee.liveList
         if let n = r.pointee.liveList { ThreadCache.links(n).pointee.prev = t }
         r.pointee.liveList = t
-        r.pointee.live += 1
+        r.pointee.live.wrappingAdd(1, ordering: .relaxed)
         Lock.release(lockWord)
         return t
     }
@@ -281,9 +288,9 @@ struct ThreadCacheRegistry: ~Copyable {
         let links = ThreadCache.links(tc)
         if let p = links.pointee.prev { ThreadCache.links(p).pointee.next = links.pointee.next } else { r.pointee.liveList = links.pointee.next }
         if let n = links.pointee.next { ThreadCache.links(n).pointee.prev = links.pointee.prev }
-        r.pointee.live -= 1
+        r.pointee.live.wrappingSubtract(1, ordering: .relaxed)
         pushFree(r, tc)
-        let live = r.pointee.live
+        let live = r.pointee.live.load(ordering: .relaxed)
         Lock.release(lockWord)
         return live
     }
@@ -299,7 +306,7 @@ struct ThreadCacheRegistry: ~Copyable {
         let mine: RawPointer? = OS.tlsState == ThreadState.live ? OS.tlsCache : nil
         var tc = r.pointee.liveList
         r.pointee.liveList = nil
-        r.pointee.live = 0
+        r.pointee.live.store(0, ordering: .relaxed)
         var orphaned = false
         while let t = tc {
             tc = ThreadCache.links(t).pointee.next
@@ -307,7 +314,7 @@ struct ThreadCacheRegistry: ~Copyable {
                 ThreadCache.links(t).pointee.next = nil
                 ThreadCache.links(t).pointee.prev = nil
                 r.pointee.liveList = t
-                r.pointee.live = 1
+                r.pointee.live.store(1, ordering: .relaxed)
             } else if ThreadCache.links(t).pointee.busy == 0 {
                 ThreadCache.links(t).pointee.next = r.pointee.orphans
                 r.pointee.orphans = t
@@ -340,7 +347,7 @@ struct ThreadCacheRegistry: ~Copyable {
             pushFree(r, t)
             Lock.release(lockWord)
         }
-        if r.pointee.live <= 1 {
+        if r.pointee.live.load(ordering: .relaxed) <= 1 {
             for c in 0..<SizeClass.count { Variant.Cache.drainGlobal(c) }
         }
     }

@@ -145,6 +145,42 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         Central.drain(c, from: buf, count: again)
     }
 
+    /// Blocks that went back to their page in any order come out of the
+    /// next fill in address order, the lowest where a magazine pops first
+    /// (the end of the batch), so a structure rebuilt from them is laid out
+    /// as a fresh one would be.
+    @Test func returnedBlocksComeBackInAddressOrder() throws {
+        let c = 1  // 32-byte blocks
+        let n = 124
+        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 2 * n)
+        defer { buf.deallocate() }
+        var got = 0
+        while got < 2 * n { got += Central.fill(c, into: buf + got, max: 2 * n - got) }
+        // Keep the first half out (the page stays in use); return the second
+        // half scrambled: odd positions first, then even ones backwards.
+        let back = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: n)
+        defer { back.deallocate() }
+        var k = 0
+        for i in stride(from: 1, to: n, by: 2) { back[k] = buf[n + i]; k += 1 }
+        for i in stride(from: n - 2, through: 0, by: -2) { back[k] = buf[n + i]; k += 1 }
+        let returned = Set((0..<n).map { UInt(bitPattern: back[$0]) })
+        Central.drain(c, from: back, count: n)
+        let again = Central.fill(c, into: back, max: n)
+        try #require(again == n)
+        // Popped from the top: back[n-1] first. Another page of the class
+        // may be filled from first; the blocks of the returned half's page
+        // must come out in order.
+        let page = UInt(bitPattern: Segment.page(of: buf[n]!, in: Segment.base(of: buf[n]!)))
+        let popped = (0..<n).reversed().map { UInt(bitPattern: back[$0]) }.filter {
+            returned.contains($0) && UInt(bitPattern: Segment.page(of: UnsafeMutableRawPointer(bitPattern: $0)!,
+                                                                   in: Segment.base(of: UnsafeMutableRawPointer(bitPattern: $0)!))) == page
+        }
+        try #require(popped.count >= 2, "the fill took none of the returned blocks")
+        #expect(popped == popped.sorted(), "returned blocks are not handed out in address order")
+        Central.drain(c, from: back, count: n)
+        Central.drain(c, from: buf, count: n)
+    }
+
     @Test func emptyPagesGoBackToTheirSegment() throws {
         let c = SizeClass.count - 1  // 64 KiB blocks: a few per page
         let info = Globals.classInfo(c).pointee
@@ -306,7 +342,10 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             let m = try #require(Magazine.obtainEmpty())
             try #require(Central.fill(c, into: Magazine.rounds(m), max: capacity) == capacity)
             m.pointee.count = capacity
-            if Depot.pushFull(c, m) {
+            // The limit of a process with several threads (the one a
+            // single thread gets is Tuning.depotAloneMagazines, the blackbox
+            // `faults magazines` scenario runs with a second thread).
+            if Depot.pushFull(c, m, limit: limit) {
                 pushed.append(m)
             } else {
                 refused += 1

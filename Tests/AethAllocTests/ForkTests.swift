@@ -109,7 +109,7 @@ func forkChild(_ body: () -> Int32) -> ChildEnd {
         let end = forkChild {
             // The child handler has run: only this thread's cache is live.
             let r = Globals.registry
-            if r.pointee.live > 1 { return 10 }
+            if r.pointee.live.load(ordering: .relaxed) > 1 { return 10 }
             if !Globals.orphansPending.pointee.load(ordering: .relaxed) { return 11 }
             for t in 0..<threads {
                 var found = false
@@ -127,7 +127,7 @@ func forkChild(_ body: () -> Int32) -> ChildEnd {
             }
             ThreadCacheRegistry.reclaimOrphans()
             if r.pointee.orphans != nil || Globals.orphansPending.pointee.load(ordering: .relaxed) { return 14 }
-            if r.pointee.live > 1 { return 15 }
+            if r.pointee.live.load(ordering: .relaxed) > 1 { return 15 }
             for t in 0..<threads {
                 var found = false
                 var f = r.pointee.freeList

@@ -20,7 +20,7 @@ struct ThreadAttachTests {
             free += 1
             tc = ThreadCache.links(t).pointee.next
         }
-        return (Globals.registry.pointee.live, free)
+        return (Globals.registry.pointee.live.load(ordering: .relaxed), free)
     }
 
     /// Runs `body` on a new thread and joins it: when this returns, the

@@ -51,10 +51,35 @@ static int cmp_ptr(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* A second thread with a cache, parked until `magazines` ends: while only
+ * one thread has a cache, the depots keep 4 magazines a class and the
+ * frees below would need few. */
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t parked_cond = PTHREAD_COND_INITIALIZER;
+static int parked_state; /* 1: has its cache, 2: may exit */
+
+static void *parked(void *arg) {
+    (void)arg;
+    free(bb_escape(malloc(16)));
+    pthread_mutex_lock(&parked_lock);
+    parked_state = 1;
+    pthread_cond_broadcast(&parked_cond);
+    while (parked_state != 2)
+        pthread_cond_wait(&parked_cond, &parked_lock);
+    pthread_mutex_unlock(&parked_lock);
+    return NULL;
+}
+
 static void magazines(void) {
     /* Classes 16..512 B: with 62-block magazines and their depot limits
      * (2 MiB of blocks per class, at most 256 magazines), freeing this many
      * needs more than the 2048 magazines one metadata chunk holds. */
+    pthread_t helper;
+    BB_CHECK(pthread_create(&helper, NULL, parked, NULL) == 0, "cannot start the second thread");
+    pthread_mutex_lock(&parked_lock);
+    while (parked_state != 1)
+        pthread_cond_wait(&parked_cond, &parked_lock);
+    pthread_mutex_unlock(&parked_lock);
     static const size_t sizes[] = {16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
     enum { CLASSES = sizeof sizes / sizeof sizes[0] };
     size_t per_class[CLASSES];
@@ -108,6 +133,11 @@ static void magazines(void) {
     for (size_t i = 0; i < total; i++) free((void *)all[i]);
     malloc_trim(0);
     free(all);
+    pthread_mutex_lock(&parked_lock);
+    parked_state = 2;
+    pthread_cond_broadcast(&parked_cond);
+    pthread_mutex_unlock(&parked_lock);
+    pthread_join(helper, NULL);
     bb_say("faults: magazines: %zu blocks freed with %lu mmap calls refused, allocated again without a duplicate",
            total, refused);
 }
