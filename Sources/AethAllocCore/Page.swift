@@ -183,6 +183,10 @@ struct Central {
         if k < 2 || blocks > Tuning.orderedPageBlocks { return }
         var bitmap = OrderBitmap()
         let start = UInt(bitPattern: pg.pointee.start)
+        // offset / size as a multiply: an offset is q * size, and with
+        // reciprocal * size = 2^32 + e (0 < e <= size) the product is
+        // q * 2^32 + q * e, where q * e <= q * size < 1 MiB (one page).
+        let reciprocal = (UInt(1) << 32) / size &+ 1
         withUnsafeMutableBytes(of: &bitmap) { raw in
             let w = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
             var lowest = blocks, highest = 0
@@ -190,7 +194,7 @@ struct Central {
             var left = k
             while left > 0, let b = p {
                 p = Hardening.decodeLink(at: b, page: pg)
-                let i = Int((UInt(bitPattern: b) &- start) / size)
+                let i = Int(truncatingIfNeeded: ((UInt(bitPattern: b) &- start) &* reciprocal) >> 32)
                 w[i >> 6] |= UInt64(1) << UInt64(i & 63)
                 lowest = Swift.min(lowest, i)
                 highest = Swift.max(highest, i)

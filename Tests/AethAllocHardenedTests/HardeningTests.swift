@@ -102,15 +102,18 @@ func isGuardPage(_ p: UnsafeMutableRawPointer) -> Bool {
 
     @Test func freeListLinksAreEncodedAndClearedWhenHandedOut() throws {
         let c = SizeClass.computedIndex(of: 2048)
-        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 4)
+        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 5)
         defer { buf.deallocate() }
-        #expect(Central.fill(c, into: buf, max: 4) == 4)
+        #expect(Central.fill(c, into: buf, max: 5) == 5)
+        // A fifth block stays out: a page with none out is carved again
+        // from its start and keeps no free list.
+        let kept = buf[4]!
         let blocks = (0..<4).map { buf[$0]! }
         for b in blocks { memset(b, 0x5C, 64) }
         Central.drain(c, from: buf, count: 4)
         // On the free list: the last drained block heads it, and its link is
         // the previous one, stored encoded.
-        // (A fresh class: one page, kept on its list when it empties.)
+        // (A fresh class: one page.)
         let page = Segment.page(of: blocks[3], in: Segment.base(of: blocks[3]))
         try #require(Segment.page(of: blocks[2], in: Segment.base(of: blocks[2])) == page)
         Lock.acquire(Central.lockWord(c))
@@ -130,7 +133,8 @@ func isGuardPage(_ p: UnsafeMutableRawPointer) -> Bool {
             #expect(b.load(as: UInt.self) == 0, "a handed-out block's first word holds its old link")
         }
         #expect(Set((0..<4).map { UInt(bitPattern: buf[$0]!) }) == Set(blocks.map { UInt(bitPattern: $0) }))
-        Central.drain(c, from: buf, count: 4)
+        buf[4] = kept
+        Central.drain(c, from: buf, count: 5)
     }
 
     /// A page, with one of its handed-out blocks as a scratch link slot.
