@@ -170,11 +170,10 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         // Popped from the top: back[n-1] first. Another page of the class
         // may be filled from first; the blocks of the returned half's page
         // must come out in order.
-        let page = UInt(bitPattern: Segment.page(of: buf[n]!, in: Segment.base(of: buf[n]!)))
-        let popped = (0..<n).reversed().map { UInt(bitPattern: back[$0]) }.filter {
-            returned.contains($0) && UInt(bitPattern: Segment.page(of: UnsafeMutableRawPointer(bitPattern: $0)!,
-                                                                   in: Segment.base(of: UnsafeMutableRawPointer(bitPattern: $0)!))) == page
-        }
+        func page(_ p: UnsafeMutableRawPointer) -> UnsafeMutablePointer<PageMeta> { Segment.page(of: p, in: Segment.base(of: p)) }
+        let popped = (0..<n).reversed().map { back[$0]! }
+            .filter { returned.contains(UInt(bitPattern: $0)) && page($0) == page(buf[n]!) }
+            .map { UInt(bitPattern: $0) }
         try #require(popped.count >= 2, "the fill took none of the returned blocks")
         #expect(popped == popped.sorted(), "returned blocks are not handed out in address order")
         Central.drain(c, from: back, count: n)
