@@ -56,8 +56,6 @@ struct ProcessState {
     var mediumMaxBytes: Int
     /// AETHALLOC_MEDIUM_CACHE (MediumCache.swift).
     var mediumCache: Bool
-    /// Hardening.secret (hardened variant).
-    var secret: UInt
 }
 
 enum Globals {
@@ -216,6 +214,7 @@ enum Globals {
     static func checkLayout() {
         let ok = endOffset <= OS.rootStorageBytes
             && Segment.metadataFits
+            && MemoryLayout<PageMeta>.stride <= Segment.pageStride
             && MemoryLayout<SimpleLists>.size <= ThreadCache.coldStride
             && MemoryLayout<MagazinePair>.size <= ThreadCache.coldStride
             && ThreadCache.linksOffset + MemoryLayout<CacheLinks>.size <= ThreadCache.bytes

@@ -18,10 +18,12 @@
 //                               16 KiB pages: +49152; 64 KiB pages: none,
 //                               the page would cover the bitmap)
 //
-// - Page free lists (blocks threaded through their first word) store
-//   next ^ secret ^ (address of the link >> 12), with a per-process secret
-//   from the kernel's AT_RANDOM bytes; a decoded link that leaves its page
-//   aborts ("free list corrupted") instead of handing out a forged address.
+// - Pages keep their free blocks in a bitmap (Page.swift), not in links
+//   through the blocks, so a write to a freed block cannot forge an address
+//   for malloc to hand out. A block a page hands out must not be live: a
+//   bitmap that says otherwise (an overflow from the page before wrote into
+//   it) aborts ("page free bitmap corrupted") instead of handing out a
+//   block twice.
 // - Freed small blocks are zero-filled, so a use after free reads no stale
 //   data; freed large blocks are unmapped at once (no span cache), so a use
 //   after free faults.
@@ -92,6 +94,17 @@ enum Hardening {
         }
         if tagging { return retire(pointer, sizeClass: c, operation: operation) }
         OS.zero(p, bytes: Globals.classInfo(c).pointee.blockSize)
+    }
+
+    /// A block a page is handing out from its free bitmap: aborts if the
+    /// program holds it (the bitmap was written to).
+    @inline(__always)
+    static func checkNotLive(_ p: RawPointer) {
+        if !Variant.hardened { return }
+        let (word, bit) = bitWord(p)
+        if word.pointee.load(ordering: .relaxed) & bit != 0 {
+            Diagnostics.invalidPointer(p, operation: "malloc", reason: "page free bitmap corrupted: a live block is marked free")
+        }
     }
 
     /// Checks, without changing it, that a small block is live (and,
@@ -260,47 +273,4 @@ enum Hardening {
     /// since the guard pages split the mapping into several VMAs and mremap
     /// works on one. Growth then copies, with headroom (Allocator.reallocate).
     @inline(__always) static var remapsLargeBlocks: Bool { !Variant.hardened }
-
-    // ---- free-list links ------------------------------------------------------
-
-    /// The value stored in a free block's link word at `slot`.
-    @inline(__always)
-    static func encodeLink(_ next: RawPointer?, at slot: RawPointer) -> UInt {
-        let raw = UInt(bitPattern: next)
-        if !Variant.hardened { return raw }
-        return raw ^ secret ^ (UInt(bitPattern: slot) >> 12)
-    }
-
-    /// The link stored at `slot`, decoded. Aborts unless it is a block of
-    /// `page`: on a block boundary of its class and below the bump limit
-    /// (only blocks handed out before can be on a free list).
-    @inline(__always)
-    static func decodeLink(at slot: RawPointer, page: UnsafeMutablePointer<PageMeta>) -> RawPointer? {
-        let stored = slot.load(as: UInt.self)
-        if !Variant.hardened { return RawPointer(bitPattern: stored) }
-        let raw = stored ^ secret ^ (UInt(bitPattern: slot) >> 12)
-        if raw == 0 { return nil }
-        let start = UInt(bitPattern: page.pointee.start)
-        if raw < start || raw - start >= UInt(page.pointee.bumpBytes) || (raw - start) % UInt(page.pointee.blockSize) != 0 {
-            Diagnostics.invalidPointer(slot, operation: "malloc", reason: "free list corrupted: a freed block was written to")
-        }
-        return RawPointer(bitPattern: raw)
-    }
-
-    /// A block leaving a page's free list: its link word is cleared, so the
-    /// program never reads an encoded link (the list's last link would
-    /// otherwise give away `secret ^ (address >> 12)`).
-    @inline(__always)
-    static func clearLink(_ block: RawPointer) {
-        if !Variant.hardened { return }
-        block.storeBytes(of: 0, as: UInt.self)
-    }
-
-    @inline(__always) static var secret: UInt { Globals.process.pointee.secret }
-
-    /// Reads the per-process secret (initialisation).
-    static func loadSecret() {
-        if !Variant.hardened { return }
-        Globals.process.pointee.secret = UInt(truncatingIfNeeded: OS.randomWord()) | 1
-    }
 }

@@ -110,7 +110,7 @@ struct Depot: ~Copyable {
     /// rebuilds its structures again and again would get them in an order
     /// that scatters a little more each time (a list rebuilt from the blocks
     /// of its predecessor). The pages hand them out in address order instead
-    /// (Central.order).
+    /// (their free bitmaps, Page.swift).
     @inline(__always)
     static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>) -> Bool {
         pushFull(c, m, limit: ThreadCacheRegistry.alone ? Tuning.depotAloneMagazines : Globals.classInfo(c).pointee.depotLimit)

@@ -5,11 +5,26 @@
 //
 //   [0, bumpBytes)            handed out at least once: either with a
 //                             thread / the depot / the program (`used` of
-//                             them), or on the page's `free` list
+//                             them), or free in the page: marked in its
+//                             free bitmap (`freeBlocks` of them)
 //   [bumpBytes, limitBytes)   never handed out (carved lazily, so a fresh
 //                             page costs no page faults until used)
 //
-//   invariant: used + length(free) == bumpBytes / blockSize
+//   invariant: used + freeBlocks == bumpBytes / blockSize, and freeBlocks is
+//              the number of bits set in the free bitmap
+//
+// The free bitmap has a bit per block (bit i: the block at start + i *
+// blockSize). A page of at most 64 blocks keeps it in its PageMeta
+// (`inlineBits`) and its blocks start at its first byte; a larger page keeps
+// it in its first bytes, in front of its blocks (SizeClass.
+// computedFirstBlockOffset, which keeps every block aligned as it would be
+// at the slice boundary). A page tells which from `start`: on a slice
+// boundary means inline. A bitmap instead of a list through the blocks'
+// first words: returning and handing out blocks touch the bitmap and the
+// PageMeta, never the blocks' memory, and blocks leave in address order
+// (the lowest first), so a program that frees and rebuilds its structures
+// gets them laid out as the first time (BENCHMARK.md, "address-ordered
+// reuse").
 //
 // A page with a free or never-used block is on its class's `partial` list;
 // a full page is on no list and is found again from a block's address when
@@ -22,9 +37,11 @@
 // per magazine, not once per block.
 
 struct PageMeta {
-    /// Returned blocks, linked through their first word.
-    var free: RawPointer?
-    /// The first block; pages start on a slice boundary (64 KiB-aligned).
+    /// The free bitmap of a page of at most 64 blocks. First field:
+    /// `Central.bitmap` takes the PageMeta's address as its address.
+    var inlineBits: UInt64
+    /// The first block: the page's first byte (64 KiB-aligned), or after
+    /// the page's free bitmap.
     var start: RawPointer?
     /// Links in the class's `partial` list.
     var next: UnsafeMutablePointer<PageMeta>?
@@ -34,28 +51,20 @@ struct PageMeta {
     /// Blocks out of the page (thread caches, depot, program).
     var used: UInt32
     var blockSize: UInt32
+    /// Bits set in the free bitmap.
+    var freeBlocks: UInt32
+    /// No bitmap word below this one has a bit set (while freeBlocks > 0).
+    var firstFreeWord: UInt16
     var sizeClass: UInt8
     var slices: UInt8
     var listed: Bool
-    /// How many blocks at the head of `free` came back since the list was
-    /// last put in order (Central.fill orders them before handing any out).
-    var unordered: UInt32
 
-    var hasFree: Bool { free != nil || bumpBytes < limitBytes }
-    func isValid() -> Bool {
-        var n: UInt32 = 0
-        var p = free
-        while let b = p, n <= limitBytes / blockSize {
-            n += 1
-            p = RawPointer(bitPattern: b.load(as: UInt.self) ^ (Hardening.encodeLink(nil, at: b)))
-        }
-        return bumpBytes <= limitBytes && used + n == bumpBytes / blockSize
-    }
-}
+    /// Pages of up to this many blocks keep their free bitmap inline.
+    static let inlineBitmapBlocks = UInt64.bitWidth
 
-/// A bit per block of a page, for `Central.order` (on its stack).
-struct OrderBitmap {
-    var words = InlineArray<64, UInt64>(repeating: 0)
+    var hasFree: Bool { freeBlocks != 0 || bumpBytes < limitBytes }
+    /// Bitmap words covering the page's blocks.
+    var bitmapWords: Int { (Int(limitBytes / blockSize) + 63) >> 6 }
 }
 
 /// One size class's pages.
@@ -73,8 +82,37 @@ struct Central {
         Globals.lock(Globals.centralLock0 &+ c)
     }
 
+    /// The page's free bitmap (see the top of this file).
+    @inline(__always)
+    static func bitmap(_ pg: UnsafeMutablePointer<PageMeta>) -> UnsafeMutablePointer<UInt64> {
+        let start = UInt(bitPattern: pg.pointee.start)
+        let base = start & ~UInt(Tuning.sliceBytes &- 1)
+        if base == start { return UnsafeMutableRawPointer(pg).assumingMemoryBound(to: UInt64.self) }
+        return UnsafeMutablePointer<UInt64>(bitPattern: base).unsafelyUnwrapped
+    }
+
+    /// Whether the free bitmap and the counts agree (tests; lock held).
+    static func isValid(_ pg: UnsafeMutablePointer<PageMeta>) -> Bool {
+        let bits = bitmap(pg)
+        let blocks = Int(pg.pointee.limitBytes / pg.pointee.blockSize)
+        // Bits only for blocks handed out before (below the bump limit).
+        let handedOut = Swift.min(Int(pg.pointee.bumpBytes / pg.pointee.blockSize), blocks)
+        var set = 0
+        for w in 0..<pg.pointee.bitmapWords {
+            let word = bits[w]
+            let below = handedOut - (w << 6)
+            let allowed: UInt64 = below >= 64 ? ~0 : below <= 0 ? 0 : (UInt64(1) << UInt64(below)) - 1
+            if word & ~allowed != 0 { return false }
+            if word != 0 && w < Int(pg.pointee.firstFreeWord) { return false }
+            set += word.nonzeroBitCount
+        }
+        return pg.pointee.bumpBytes <= pg.pointee.limitBytes && set == Int(pg.pointee.freeBlocks)
+            && pg.pointee.used + pg.pointee.freeBlocks == pg.pointee.bumpBytes / pg.pointee.blockSize
+    }
+
     /// Moves up to `max` blocks of class `c` into `dst[0..<n]`, returns n.
-    /// 0 means the OS refused memory.
+    /// 0 means the OS refused memory. The block at the lowest address ends
+    /// up in `dst[n - 1]`, where a magazine pops first.
     static func fill(_ c: Int, into dst: UnsafeMutablePointer<RawPointer?>, max: Int) -> Int {
         let central = Globals.central(c)
         let info = Globals.classInfo(c)
@@ -85,25 +123,48 @@ struct Central {
             var page = central.pointee.partial
             if page == nil {
                 guard let fresh = SegmentManager.allocatePage(slices: info.pointee.pageSlices, sizeClass: c) else { break }
+                let offset = info.pointee.firstBlockOffset
+                // The bitmap in front of the blocks (a reused slice may hold
+                // old bytes there).
+                if offset != 0 { OS.zero(fresh.pointee.start!, bytes: offset) }
+                fresh.pointee.start = fresh.pointee.start! + offset
                 fresh.pointee.blockSize = UInt32(info.pointee.blockSize)
                 fresh.pointee.limitBytes = UInt32(info.pointee.blockSize * info.pointee.blocksPerPage)
                 link(central, fresh)
                 page = fresh
             }
             let pg = page!
-            if pg.pointee.unordered != 0 { order(pg) }
-            var taken: UInt32 = 0
-            // Returned blocks first (warm in cache), then never-used ones.
-            while n < max, let b = pg.pointee.free {
-                pg.pointee.free = Hardening.decodeLink(at: b, page: pg)
-                Hardening.clearLink(b)
-                dst[n] = b
-                n &+= 1
-                taken &+= 1
-            }
+            let start = UInt(bitPattern: pg.pointee.start)
             let size = pg.pointee.blockSize
+            var taken: UInt32 = 0
+            // Returned blocks first, lowest address first; never-used ones
+            // all lie above them.
+            let free = pg.pointee.freeBlocks
+            if free != 0 {
+                let bits = bitmap(pg)
+                let words = pg.pointee.bitmapWords
+                var w = Int(pg.pointee.firstFreeWord)
+                while true {
+                    if w >= words { corrupted(pg) }
+                    var m = bits[w]
+                    while m != 0 && n < max {
+                        let i = UInt(w &<< 6) | UInt(m.trailingZeroBitCount)
+                        m &= m &- 1
+                        let b = RawPointer(bitPattern: start &+ i &* UInt(size)).unsafelyUnwrapped
+                        Hardening.checkNotLive(b)
+                        dst[n] = b
+                        n &+= 1
+                        taken &+= 1
+                    }
+                    bits[w] = m
+                    if taken == free || n == max { break }
+                    w &+= 1
+                }
+                pg.pointee.freeBlocks = free &- taken
+                pg.pointee.firstFreeWord = UInt16(truncatingIfNeeded: w)
+            }
             while n < max && pg.pointee.bumpBytes < pg.pointee.limitBytes {
-                dst[n] = pg.pointee.start! + Int(pg.pointee.bumpBytes)
+                dst[n] = RawPointer(bitPattern: start &+ UInt(pg.pointee.bumpBytes))
                 pg.pointee.bumpBytes &+= size
                 n &+= 1
                 taken &+= 1
@@ -118,33 +179,59 @@ struct Central {
         return n
     }
 
-    /// Returns `n` blocks of class `c` from `src` to their pages.
+    /// Returns `n` blocks of class `c` from `src` to their pages. A pointer
+    /// that is not a handed-out block of its page (an interior pointer
+    /// passed to free) or a block already free (a double free) aborts with
+    /// one line: the bitmap would otherwise hand it out again.
     static func drain(_ c: Int, from src: UnsafeMutablePointer<RawPointer?>, count n: Int) {
         let central = Globals.central(c)
+        let info = Globals.classInfo(c)
+        let size = UInt(info.pointee.blockSize)
+        let reciprocal = info.pointee.reciprocal
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
         central.pointee.outBlocks &-= n
         var i = 0
         while i < n {
             // Blocks freed one after another often share a page: the page is
-            // looked up once per run of them, and its list head and count
-            // are written back once.
-            let first = src[i]!
-            let page = Segment.page(of: first, in: Segment.base(of: first))
+            // looked up once per run of them, and its counts are written
+            // back once.
+            let first = src[i].unsafelyUnwrapped
+            let seg = Segment.base(of: first)
+            // A block freed twice may come back after its page was released.
+            if Int(Segment.sliceClass(seg, Segment.sliceIndex(of: first))) != c {
+                Diagnostics.invalidPointer(first, operation: "free", reason: "not a block of a live page: freed twice")
+            }
+            let page = Segment.page(of: first, in: seg)
             let start = UInt(bitPattern: page.pointee.start)
-            let span = UInt(page.pointee.limitBytes)
-            var head = page.pointee.free
+            let span = UInt(page.pointee.bumpBytes)
+            let bits = bitmap(page)
+            var lowest = Int.max
             var k: UInt32 = 0
             repeat {
-                let b = src[i]!
-                if UInt(bitPattern: b) &- start >= span { break }
-                b.storeBytes(of: Hardening.encodeLink(head, at: b), as: UInt.self)
-                head = b
+                let b = src[i].unsafelyUnwrapped
+                let offset = UInt(bitPattern: b) &- start
+                if offset >= span {
+                    if k == 0 { Diagnostics.invalidPointer(b, operation: "free", reason: "not a block of its page") }
+                    break
+                }
+                let index = Int(truncatingIfNeeded: (offset &* reciprocal) &>> 32)
+                if UInt(index) &* size != offset {
+                    Diagnostics.invalidPointer(b, operation: "free", reason: "not a block start")
+                }
+                let w = index &>> 6
+                let bit = UInt64(1) &<< UInt64(index & 63)
+                if bits[w] & bit != 0 {
+                    Diagnostics.invalidPointer(b, operation: "free", reason: "freed twice (found when its page took it back)")
+                }
+                bits[w] |= bit
+                lowest = Swift.min(lowest, w)
                 k &+= 1
                 i &+= 1
             } while i < n
-            page.pointee.free = head
-            page.pointee.unordered &+= k
+            let low = UInt16(truncatingIfNeeded: lowest)
+            if page.pointee.freeBlocks == 0 || low < page.pointee.firstFreeWord { page.pointee.firstFreeWord = low }
+            page.pointee.freeBlocks &+= k
             page.pointee.used &-= k
             if !page.pointee.listed { link(central, page) }
             if page.pointee.used == 0 {
@@ -153,63 +240,21 @@ struct Central {
                     SegmentManager.releasePage(page)
                 } else {
                     // The class's only page, kept: every block is back, so
-                    // it is carved again from its start, in address order.
-                    page.pointee.free = nil
-                    page.pointee.unordered = 0
+                    // it is carved again from its start.
+                    let words = (Int(page.pointee.bumpBytes / page.pointee.blockSize) + 63) >> 6
+                    for w in 0..<words { bits[w] = 0 }
+                    page.pointee.freeBlocks = 0
+                    page.pointee.firstFreeWord = 0
                     page.pointee.bumpBytes = 0
                 }
             }
         }
     }
 
-    /// Puts the blocks that came back since the last call (the head of the
-    /// page's free list) in ascending address order, ahead of the rest.
-    /// O(returned blocks + bitmap words): a page's earlier, ordered blocks
-    /// are not walked again.
-    static func order(_ pg: UnsafeMutablePointer<PageMeta>) {
-        let k = pg.pointee.unordered
-        pg.pointee.unordered = 0
-        let size = UInt(pg.pointee.blockSize)
-        let blocks = Int(UInt(pg.pointee.limitBytes) / size)
-        if k < 2 || blocks > Tuning.orderedPageBlocks { return }
-        var bitmap = OrderBitmap()
-        let start = UInt(bitPattern: pg.pointee.start)
-        // offset / size as a multiply: an offset is q * size, and with
-        // reciprocal * size = 2^32 + e (0 < e <= size) the product is
-        // q * 2^32 + q * e, where q * e <= q * size < 1 MiB (one page).
-        let reciprocal = (UInt(1) << 32) / size &+ 1
-        withUnsafeMutableBytes(of: &bitmap) { raw in
-            let w = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
-            var lowest = blocks, highest = 0
-            var p = pg.pointee.free
-            var left = k
-            while left > 0, let b = p {
-                p = Hardening.decodeLink(at: b, page: pg)
-                let i = Int(truncatingIfNeeded: ((UInt(bitPattern: b) &- start) &* reciprocal) >> 32)
-                w[i >> 6] |= UInt64(1) << UInt64(i & 63)
-                lowest = Swift.min(lowest, i)
-                highest = Swift.max(highest, i)
-                left &-= 1
-            }
-            // Relink from the highest address down, ending at the lowest,
-            // in front of the blocks that were already in order.
-            var head = p
-            var word = highest >> 6
-            let first = lowest >> 6
-            while word >= first {
-                var m = w[word]
-                while m != 0 {
-                    let bit = 63 &- m.leadingZeroBitCount
-                    m &= ~(UInt64(1) << UInt64(bit))
-                    let b = RawPointer(bitPattern: start &+ UInt((word << 6) | bit) &* size)!
-                    b.storeBytes(of: Hardening.encodeLink(head, at: b), as: UInt.self)
-                    head = b
-                }
-                if word == 0 { break }
-                word &-= 1
-            }
-            pg.pointee.free = head
-        }
+    /// The page's counts say it has a free block and its bitmap has none.
+    @inline(never)
+    static func corrupted(_ pg: UnsafeMutablePointer<PageMeta>) -> Never {
+        Diagnostics.invalidPointer(pg.pointee.start, operation: "malloc", reason: "page free bitmap corrupted")
     }
 
     /// Returns `n` blocks of class `c` linked through their first word,

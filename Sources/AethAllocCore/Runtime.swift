@@ -26,7 +26,6 @@ enum Runtime {
             if !pageSizeFits { Diagnostics.fatal("the OS page size is larger than 64 KiB: not supported") }
             fillClassTables()
             Options.load()
-            Hardening.loadSecret()
             Hardening.startTagging()
             guard let key = OS.createThreadKey() else { Diagnostics.fatal("cannot create the pthread key for thread caches") }
             state.pointee.threadKey = key
@@ -50,7 +49,8 @@ enum Runtime {
             let block = SizeClass.computedBlockSize(c)
             let slices = SizeClass.computedPageSlices(c)
             Globals.classInfo(c).pointee = ClassInfo(
-                blockSize: block, pageSlices: slices, blocksPerPage: slices * Tuning.sliceBytes / block,
+                blockSize: block, pageSlices: slices, blocksPerPage: SizeClass.computedBlocksPerPage(c),
+                firstBlockOffset: SizeClass.computedFirstBlockOffset(c), reciprocal: (UInt(1) << 32) / UInt(block) + 1,
                 magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c),
                 simpleBatch: SizeClass.computedSimpleBatch(c), simplePoolLimit: SizeClass.computedSimplePoolLimit(c))
         }

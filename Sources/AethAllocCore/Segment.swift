@@ -247,9 +247,9 @@ struct SegmentManager: ~Copyable {
         let clean = claim(m, h, run, head: slice, mark: mark)
         let page = Segment.pageMeta(base, headSlice: slice)
         page.pointee = PageMeta(
-            free: nil, start: base + slice * Tuning.sliceBytes, next: nil, prev: nil,
-            bumpBytes: 0, limitBytes: 0, used: 0, blockSize: 0,
-            sizeClass: mark, slices: UInt8(truncatingIfNeeded: slices), listed: false, unordered: 0)
+            inlineBits: 0, start: base + slice * Tuning.sliceBytes, next: nil, prev: nil,
+            bumpBytes: 0, limitBytes: 0, used: 0, blockSize: 0, freeBlocks: 0, firstFreeWord: 0,
+            sizeClass: mark, slices: UInt8(truncatingIfNeeded: slices), listed: false)
         return (page, clean)
     }
 

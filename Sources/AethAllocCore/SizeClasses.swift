@@ -63,6 +63,26 @@ enum SizeClass {
         return k
     }
 
+    /// Where the first block of a page of class `c` starts, from the page's
+    /// first byte: 0 for a page of at most 64 blocks (its free bitmap is in
+    /// its PageMeta); otherwise after the page's free bitmap (Page.swift),
+    /// rounded up to the largest power of two dividing the block size, so
+    /// blocks stay aligned as they would be at the slice boundary (the
+    /// aligned path relies on it).
+    static func computedFirstBlockOffset(_ c: Int) -> Int {
+        let block = computedBlockSize(c)
+        let blocks = computedPageSlices(c) * Tuning.sliceBytes / block
+        if blocks <= PageMeta.inlineBitmapBlocks { return 0 }
+        let bitmapBytes = (blocks + 63) / 64 * 8
+        let align = block & -block
+        return (bitmapBytes + align - 1) / align * align
+    }
+
+    /// Blocks a page of class `c` holds, after its bitmap if in front.
+    static func computedBlocksPerPage(_ c: Int) -> Int {
+        (computedPageSlices(c) * Tuning.sliceBytes - computedFirstBlockOffset(c)) / computedBlockSize(c)
+    }
+
     /// Blocks a thread magazine of class `c` holds.
     static func computedMagazineCapacity(_ c: Int) -> Int {
         let block = computedBlockSize(c)
@@ -101,6 +121,13 @@ struct ClassInfo {
     var blockSize: Int
     var pageSlices: Int
     var blocksPerPage: Int
+    /// Where a page's first block starts (SizeClass.computedFirstBlockOffset).
+    var firstBlockOffset: Int
+    /// 2^32 / blockSize + 1: a block's offset in its page times this, >> 32,
+    /// is its index (Central.drain). Exact within a page: for an offset
+    /// q * size, reciprocal * size = 2^32 + e with 0 < e <= size, so the
+    /// product is q * 2^32 + q * e, and q * e <= q * size < 1 MiB.
+    var reciprocal: UInt
     var magazineCapacity: Int
     var depotLimit: Int
     var simpleBatch: Int

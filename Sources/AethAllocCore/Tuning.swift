@@ -71,10 +71,6 @@ enum Tuning {
     // ---- pages and segments ----------------------------------------------
     /// A page holds at least this many blocks where the class allows it.
     static let minBlocksPerPage = 4
-    /// Pages of up to this many blocks hand returned blocks out in address
-    /// order (Central.order; OrderBitmap has a bit for each): a one-slice
-    /// page of the smallest class.
-    @inline(__always) static var orderedPageBlocks: Int { MemoryLayout<OrderBitmap>.size * 8 }
     /// A page wastes at most 1/`pageWasteDivisor` of its bytes to rounding.
     static let pageWasteDivisor = 16
     /// Free slices that were used stay committed at most this long before

@@ -1,7 +1,7 @@
 // White-box tests of the hardened variant's checks (Hardening.swift) on the
 // core compiled in normal Swift with `Variant.hardened`: the live-block
-// bitmap, free-list links (encoded while on a list, cleared when handed
-// out, rejected when they leave their page), and guard pages that are never
+// bitmap, pages' free bitmaps (no allocator data in freed blocks, a bitmap
+// that marks a live block free is caught), and guard pages that are never
 // skipped. The aborting cases run in a forked child, which holds only the
 // forking thread and calls nothing but the core before it ends; its stderr
 // comes back through a pipe. One serialized suite: the fault plan is per
@@ -100,97 +100,70 @@ func isGuardPage(_ p: UnsafeMutableRawPointer) -> Bool {
         Allocator.deallocate(q)
     }
 
-    @Test func freeListLinksAreEncodedAndClearedWhenHandedOut() throws {
-        let c = SizeClass.computedIndex(of: 2048)
-        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 5)
+    /// Blocks of class `c` from the pages, `n` of them, with their page.
+    func blocksFromOnePage(_ c: Int, _ n: Int) throws -> ([UnsafeMutableRawPointer], UnsafeMutablePointer<PageMeta>) {
+        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: n)
         defer { buf.deallocate() }
-        #expect(Central.fill(c, into: buf, max: 5) == 5)
+        try #require(Central.fill(c, into: buf, max: n) == n)
+        let blocks = (0..<n).map { buf[$0]! }
+        let page = Segment.page(of: blocks[0], in: Segment.base(of: blocks[0]))
+        try #require(blocks.allSatisfy { Segment.page(of: $0, in: Segment.base(of: $0)) == page })
+        return (blocks, page)
+    }
+
+    func drain(_ c: Int, _ blocks: [UnsafeMutableRawPointer]) {
+        var list: [UnsafeMutableRawPointer?] = blocks
+        list.withUnsafeMutableBufferPointer { Central.drain(c, from: $0.baseAddress!, count: blocks.count) }
+    }
+
+    // 48: the page's bitmap is in front of its blocks; 2048: in its PageMeta.
+    @Test(arguments: [48, 2048])
+    func freedBlocksHoldNoAllocatorData(_ size: Int) throws {
+        let c = SizeClass.computedIndex(of: size)
         // A fifth block stays out: a page with none out is carved again
-        // from its start and keeps no free list.
-        let kept = buf[4]!
-        let blocks = (0..<4).map { buf[$0]! }
-        for b in blocks { memset(b, 0x5C, 64) }
-        Central.drain(c, from: buf, count: 4)
-        // On the free list: the last drained block heads it, and its link is
-        // the previous one, stored encoded.
-        // (A fresh class: one page.)
-        let page = Segment.page(of: blocks[3], in: Segment.base(of: blocks[3]))
-        try #require(Segment.page(of: blocks[2], in: Segment.base(of: blocks[2])) == page)
+        // from its start.
+        let (all, page) = try blocksFromOnePage(c, 5)
+        let blocks = Array(all.prefix(4))
+        for b in blocks { memset(b, 0x5C, size) }
+        drain(c, blocks.reversed())
         Lock.acquire(Central.lockWord(c))
-        let head = page.pointee.free
-        let stored = blocks[3].load(as: UInt.self)
-        let decoded = Hardening.decodeLink(at: blocks[3], page: page)
-        let valid = page.pointee.isValid()
+        let valid = Central.isValid(page)
+        let free = page.pointee.freeBlocks
         Lock.release(Central.lockWord(c))
-        try #require(head == blocks[3])
-        #expect(stored != UInt(bitPattern: blocks[2]), "the link is stored in the clear")
-        #expect(decoded == blocks[2])
         #expect(valid)
-        // Handed out again: no block's first word holds a link.
-        #expect(Central.fill(c, into: buf, max: 4) == 4)
-        for i in 0..<4 {
-            let b = buf[i]!
-            #expect(b.load(as: UInt.self) == 0, "a handed-out block's first word holds its old link")
+        #expect(free == 4)
+        // Nothing was written into the freed blocks: no link for a write
+        // after free to forge.
+        for b in blocks {
+            #expect((0..<size).allSatisfy { b.load(fromByteOffset: $0, as: UInt8.self) == 0x5C }, "a freed block was written to")
         }
-        #expect(Set((0..<4).map { UInt(bitPattern: buf[$0]!) }) == Set(blocks.map { UInt(bitPattern: $0) }))
-        buf[4] = kept
-        Central.drain(c, from: buf, count: 5)
+        // Handed out again, lowest address first (popped from the top).
+        let (again, _) = try blocksFromOnePage(c, 4)
+        #expect(again.reversed().map { UInt(bitPattern: $0) } == blocks.map { UInt(bitPattern: $0) }.sorted())
+        drain(c, again + [all[4]])
     }
 
-    /// A page, with one of its handed-out blocks as a scratch link slot.
-    func pageWithSlot(_ c: Int) -> (UnsafeMutablePointer<PageMeta>, UnsafeMutableRawPointer, UnsafeMutablePointer<UnsafeMutableRawPointer?>) {
-        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 4)
-        precondition(Central.fill(c, into: buf, max: 4) == 4)
-        let slot = buf[0]!
-        return (Segment.page(of: slot, in: Segment.base(of: slot)), slot, buf)
-    }
-
-    @Test func decodeLinkAcceptsEveryBlockBelowTheBumpLimit() throws {
-        let c = SizeClass.computedIndex(of: 512)
-        let (page, slot, buf) = pageWithSlot(c)
-        defer {
-            Central.drain(c, from: buf, count: 4)
-            buf.deallocate()
-        }
-        let start = try #require(page.pointee.start)
-        let size = Int(page.pointee.blockSize)
-        let blocks = Int(page.pointee.bumpBytes) / size
-        #expect(blocks >= 1)
-        for k in 0..<blocks {
-            slot.storeBytes(of: Hardening.encodeLink(start + k * size, at: slot), as: UInt.self)
-            #expect(Hardening.decodeLink(at: slot, page: page) == start + k * size)
-        }
-        slot.storeBytes(of: Hardening.encodeLink(nil, at: slot), as: UInt.self)
-        #expect(Hardening.decodeLink(at: slot, page: page) == nil)
-        // The encoding depends on the slot's address and the secret.
-        #expect(Hardening.encodeLink(start, at: slot) != UInt(bitPattern: start))
-        #expect(Hardening.encodeLink(start, at: slot) != Hardening.encodeLink(start, at: slot + 4096))
-    }
-
-    @Test(arguments: ["inside a block", "at the bump limit", "below the page", "past the page"])
-    func decodeLinkRejectsALinkThatLeavesItsPage(_ where_: String) throws {
-        let c = SizeClass.computedIndex(of: 512)
-        let (page, slot, buf) = pageWithSlot(c)
-        defer {
-            Central.drain(c, from: buf, count: 4)
-            buf.deallocate()
-        }
-        let start = try #require(page.pointee.start)
-        let size = Int(page.pointee.blockSize)
-        let target: UnsafeMutableRawPointer
-        switch where_ {
-        case "inside a block": target = start + size + 16
-        case "at the bump limit": target = start + Int(page.pointee.bumpBytes)
-        case "below the page": target = start - size
-        default: target = start + Int(page.pointee.limitBytes) + size
-        }
-        slot.storeBytes(of: Hardening.encodeLink(target, at: slot), as: UInt.self)
+    @Test func aBitmapThatMarksALiveBlockFreeAborts() throws {
+        let c = SizeClass.computedIndex(of: 48)
+        let (blocks, page) = try blocksFromOnePage(c, 4)
+        // The program holds blocks[1]; an overflow from the page before
+        // sets its bit in the page's bitmap (the counts made to agree).
+        let live = Hardening.handOut(blocks[1], sizeClass: c)
         let (end, stderr) = runInChild {
-            _ = Hardening.decodeLink(at: slot, page: page)
+            let start = UInt(bitPattern: page.pointee.start!)
+            let index = Int((UInt(bitPattern: blocks[1]) - start) / UInt(page.pointee.blockSize))
+            Central.bitmap(page)[index >> 6] |= UInt64(1) << UInt64(index & 63)
+            page.pointee.freeBlocks += 1
+            page.pointee.used -= 1
+            page.pointee.firstFreeWord = 0
+            let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 8)
+            _ = Central.fill(c, into: buf, max: 8)
             return 0
         }
-        #expect(end == .signaled(SIGABRT), "a forged link was accepted (\(where_))")
-        #expect(stderr.contains("free list corrupted"), "stderr: \(stderr)")
+        Hardening.takeBack(live, sizeClass: c, operation: "free")
+        drain(c, blocks)
+        #expect(end == .signaled(SIGABRT), "a block the program holds was handed out again")
+        #expect(stderr.contains("page free bitmap corrupted"), "stderr: \(stderr)")
     }
 
     @Test(arguments: ["double free", "interior pointer"])

@@ -44,7 +44,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer, sizeClass c: Int) -> Bool {
     Lock.acquire(Central.lockWord(c))
     defer { Lock.release(Central.lockWord(c)) }
     guard let seg = Segment.owner(of: p), Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p))) == c else { return true }
-    return Segment.page(of: p, in: seg).pointee.isValid()
+    return Central.isValid(Segment.page(of: p, in: seg))
 }
 
 /// The sum of `used` over the distinct pages holding `blocks` (all of class `c`).

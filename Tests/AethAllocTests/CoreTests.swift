@@ -94,7 +94,7 @@ func withoutMediumCache<T>(_ body: () throws -> T) rethrows -> T {
     return try body()
 }
 
-/// Checks the page invariant (used + free list == handed-out blocks) of the
+/// Checks the page invariant (used + free bitmap == handed-out blocks) of the
 /// page owning `p`, under its class lock.
 func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
     let seg = Segment.base(of: p)
@@ -102,7 +102,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
     guard c < SizeClass.count else { return false }
     Lock.acquire(Central.lockWord(c))
     defer { Lock.release(Central.lockWord(c)) }
-    return Segment.page(of: p, in: seg).pointee.isValid()
+    return Central.isValid(Segment.page(of: p, in: seg))
 }
 
 @Suite(.exclusiveCoreState) struct PageTests {

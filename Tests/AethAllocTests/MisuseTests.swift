@@ -55,6 +55,12 @@ struct MisuseCase: Sendable, CustomTestStringConvertible {
             name: "small-double-free", operation: "free", reason: "not a live block: double free or interior pointer",
             hardenedOnly: true),
         MisuseCase(
+            name: "small-double-free-trim", operation: "free", reason: "freed twice (found when its page took it back)",
+            hardenedReasons: ["not a live block: double free or interior pointer"]),
+        MisuseCase(
+            name: "small-interior-trim", operation: "free", reason: "not a block start",
+            hardenedReasons: ["not a live block: double free or interior pointer"]),
+        MisuseCase(
             name: "small-interior", operation: "free", reason: "not a live block: double free or interior pointer",
             hardenedOnly: true),
         MisuseCase(
@@ -65,9 +71,10 @@ struct MisuseCase: Sendable, CustomTestStringConvertible {
 
 @Suite("Detected misuse aborts with one clear line")
 struct MisuseTests {
-    // Small-block double frees and interior pointers are caught only by the
-    // hardened variant (README: "What programs see"), so those cases are
-    // generated for it alone (MisuseCase.pairs).
+    // Small-block double frees and interior pointers are caught at once
+    // only by the hardened variant (README: "What programs see"), so those
+    // cases are generated for it alone (MisuseCase.pairs); the others catch
+    // them when the blocks go back to their page (the "-trim" cases).
     @Test(arguments: MisuseCase.pairs)
     func misuseIsReported(_ variant: BBVariant, _ misuse: MisuseCase) async throws {
         let library = try variant.libraryPath()

@@ -21,7 +21,19 @@ import Testing
         }
         let pageBytes = info.pageSlices * Tuning.sliceBytes
         #expect(info.pageSlices >= 1 && info.pageSlices <= 16)
-        #expect(info.blocksPerPage == pageBytes / info.blockSize)
+        // The free bitmap: in the PageMeta for up to 64 blocks, else in
+        // front of the blocks, in bytes that keep them aligned as at the
+        // slice boundary, and costing at most one block in 100.
+        let offset = info.firstBlockOffset
+        let lowestBit = info.blockSize & -info.blockSize
+        #expect(info.blocksPerPage == (pageBytes - offset) / info.blockSize)
+        #expect((offset == 0) == (pageBytes / info.blockSize <= PageMeta.inlineBitmapBlocks))
+        #expect(offset % lowestBit == 0)
+        if offset != 0 {
+            #expect(offset >= (info.blocksPerPage + 63) / 64 * 8)
+            #expect((pageBytes / info.blockSize - info.blocksPerPage) * 100 <= pageBytes / info.blockSize)
+        }
+        #expect(info.reciprocal == (UInt(1) << 32) / UInt(info.blockSize) + 1)
         #expect(info.blocksPerPage >= 1)
         // SizeClass.computedPageSlices: the fewest slices (up to 16) giving
         // at least minBlocksPerPage blocks with at most 1/pageWasteDivisor of

@@ -89,6 +89,23 @@ int main(int argc, char **argv) {
         free(p);
         show(p);
         free(p);
+    } else if (!strcmp(c, "small-double-free-trim")) {
+        /* Caught when the blocks go back to their page (malloc_trim hands
+         * them back); a second block keeps the page in use. */
+        char *keep = malloc(64);
+        sink = keep;
+        char *p = malloc(64);
+        free(p);
+        show(p);
+        free(p);
+        malloc_trim(0);
+    } else if (!strcmp(c, "small-interior-trim")) {
+        char *keep = malloc(64);
+        sink = keep;
+        char *p = malloc(64);
+        show(p + 16);
+        free(p + 16);
+        malloc_trim(0);
     } else if (!strcmp(c, "small-interior")) {
         char *p = malloc(64);
         show(p + 16);
