@@ -112,14 +112,15 @@ struct Central {
 
     /// Moves up to `max` blocks of class `c` into `dst[0..<n]`, returns n.
     /// 0 means the OS refused memory. The block at the lowest address ends
-    /// up in `dst[n - 1]`, where a magazine pops first.
+    /// up in `dst[n - 1]`, where a magazine pops first: blocks are written
+    /// from `dst[max - 1]` down, and moved to the bottom if fewer than `max`.
     static func fill(_ c: Int, into dst: UnsafeMutablePointer<RawPointer?>, max: Int) -> Int {
         let central = Globals.central(c)
         let info = Globals.classInfo(c)
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
-        var n = 0
-        while n < max {
+        var top = dst + max  // the next block goes just below
+        while top > dst {
             var page = central.pointee.partial
             if page == nil {
                 guard let fresh = SegmentManager.allocatePage(slices: info.pointee.pageSlices, sizeClass: c) else { break }
@@ -133,49 +134,52 @@ struct Central {
                 link(central, fresh)
                 page = fresh
             }
-            let pg = page!
+            let pg = page.unsafelyUnwrapped
             let start = UInt(bitPattern: pg.pointee.start)
             let size = pg.pointee.blockSize
-            var taken: UInt32 = 0
+            let before = top
             // Returned blocks first, lowest address first; never-used ones
             // all lie above them.
             let free = pg.pointee.freeBlocks
             if free != 0 {
                 let bits = bitmap(pg)
-                let words = pg.pointee.bitmapWords
+                let words = (info.pointee.blocksPerPage &+ 63) &>> 6
+                var left = free
                 var w = Int(pg.pointee.firstFreeWord)
                 while true {
                     if w >= words { corrupted(pg) }
                     var m = bits[w]
-                    while m != 0 && n < max {
-                        let i = UInt(w &<< 6) | UInt(m.trailingZeroBitCount)
+                    let base = start &+ UInt(w &<< 6) &* UInt(size)
+                    while m != 0 && top > dst {
+                        let b = RawPointer(bitPattern: base &+ UInt(m.trailingZeroBitCount) &* UInt(size)).unsafelyUnwrapped
                         m &= m &- 1
-                        let b = RawPointer(bitPattern: start &+ i &* UInt(size)).unsafelyUnwrapped
                         Hardening.checkNotLive(b)
-                        dst[n] = b
-                        n &+= 1
-                        taken &+= 1
+                        top -= 1
+                        top.pointee = b
+                        left &-= 1
                     }
                     bits[w] = m
-                    if taken == free || n == max { break }
+                    if left == 0 || top == dst { break }
                     w &+= 1
                 }
-                pg.pointee.freeBlocks = free &- taken
+                pg.pointee.freeBlocks = left
                 pg.pointee.firstFreeWord = UInt16(truncatingIfNeeded: w)
             }
-            while n < max && pg.pointee.bumpBytes < pg.pointee.limitBytes {
-                dst[n] = RawPointer(bitPattern: start &+ UInt(pg.pointee.bumpBytes))
-                pg.pointee.bumpBytes &+= size
-                n &+= 1
-                taken &+= 1
+            var bump = pg.pointee.bumpBytes
+            let limit = pg.pointee.limitBytes
+            while top > dst && bump < limit {
+                top -= 1
+                top.pointee = RawPointer(bitPattern: start &+ UInt(bump))
+                bump &+= size
             }
-            pg.pointee.used &+= taken
-            central.pointee.outBlocks &+= Int(taken)
+            pg.pointee.bumpBytes = bump
+            let taken = before - top
+            pg.pointee.used &+= UInt32(truncatingIfNeeded: taken)
+            central.pointee.outBlocks &+= taken
             if !pg.pointee.hasFree { unlink(central, pg) }
         }
-        // Pops take from the top: put the lowest address there.
-        var i = 0, j = n &- 1
-        while i < j { let t = dst[i]; dst[i] = dst[j]; dst[j] = t; i &+= 1; j &-= 1 }
+        let n = dst + max - top
+        if top != dst { for i in 0..<n { dst[i] = top[i] } }
         return n
     }
 
@@ -207,28 +211,32 @@ struct Central {
             let span = UInt(page.pointee.bumpBytes)
             let bits = bitmap(page)
             var lowest = Int.max
-            var k: UInt32 = 0
+            let run = src + i
+            var q = run
+            let end = src + n
             repeat {
-                let b = src[i].unsafelyUnwrapped
+                let b = q.pointee.unsafelyUnwrapped
                 let offset = UInt(bitPattern: b) &- start
                 if offset >= span {
-                    if k == 0 { Diagnostics.invalidPointer(b, operation: "free", reason: "not a block of its page") }
+                    if q == run { Diagnostics.invalidPointer(b, operation: "free", reason: "not a block of its page") }
                     break
                 }
-                let index = Int(truncatingIfNeeded: (offset &* reciprocal) &>> 32)
-                if UInt(index) &* size != offset {
+                let index = (offset &* reciprocal) &>> 32
+                if index &* size != offset {
                     Diagnostics.invalidPointer(b, operation: "free", reason: "not a block start")
                 }
-                let w = index &>> 6
+                let w = Int(bitPattern: index &>> 6)
                 let bit = UInt64(1) &<< UInt64(index & 63)
-                if bits[w] & bit != 0 {
+                let word = bits[w]
+                if word & bit != 0 {
                     Diagnostics.invalidPointer(b, operation: "free", reason: "freed twice (found when its page took it back)")
                 }
-                bits[w] |= bit
+                bits[w] = word | bit
                 lowest = Swift.min(lowest, w)
-                k &+= 1
-                i &+= 1
-            } while i < n
+                q += 1
+            } while q < end
+            let k = UInt32(truncatingIfNeeded: q - run)
+            i &+= Int(k)
             let low = UInt16(truncatingIfNeeded: lowest)
             if page.pointee.freeBlocks == 0 || low < page.pointee.firstFreeWord { page.pointee.firstFreeWord = low }
             page.pointee.freeBlocks &+= k
