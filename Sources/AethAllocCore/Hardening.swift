@@ -203,7 +203,7 @@ enum Hardening {
 
     /// A live block comes back through `pointer`: its tag must be the
     /// block's; then the block is zeroed and retagged 0, and keeps its old
-    /// tag in its second word (the first holds the free-list link).
+    /// tag in its second word (nothing else is stored in a free block).
     @inline(never)
     static func retire(_ pointer: RawPointer, sizeClass c: Int, operation: StaticString) {
         checkTag(pointer, operation: operation)

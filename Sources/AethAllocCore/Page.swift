@@ -209,33 +209,35 @@ struct Central {
             let page = Segment.page(of: first, in: seg)
             let start = UInt(bitPattern: page.pointee.start)
             let span = UInt(page.pointee.bumpBytes)
+            if UInt(bitPattern: first) &- start >= span {
+                Diagnostics.invalidPointer(first, operation: "free", reason: "not a block of its page")
+            }
             let bits = bitmap(page)
             var lowest = Int.max
-            let run = src + i
+            // The run's blocks read as addresses (no test for nil per block).
+            let stride = MemoryLayout<RawPointer?>.stride
+            let run = UnsafeRawPointer(src + i)
             var q = run
-            let end = src + n
+            let end = UnsafeRawPointer(src + n)
             repeat {
-                let b = q.pointee.unsafelyUnwrapped
-                let offset = UInt(bitPattern: b) &- start
-                if offset >= span {
-                    if q == run { Diagnostics.invalidPointer(b, operation: "free", reason: "not a block of its page") }
-                    break
-                }
+                let offset = q.load(as: UInt.self) &- start
+                if offset >= span { break }
                 let index = (offset &* reciprocal) &>> 32
                 if index &* size != offset {
-                    Diagnostics.invalidPointer(b, operation: "free", reason: "not a block start")
+                    Diagnostics.invalidPointer(RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "not a block start")
                 }
                 let w = Int(bitPattern: index &>> 6)
                 let bit = UInt64(1) &<< UInt64(index & 63)
                 let word = bits[w]
                 if word & bit != 0 {
-                    Diagnostics.invalidPointer(b, operation: "free", reason: "freed twice (found when its page took it back)")
+                    Diagnostics.invalidPointer(
+                        RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "freed twice (found when its page took it back)")
                 }
                 bits[w] = word | bit
                 lowest = Swift.min(lowest, w)
-                q += 1
+                q += stride
             } while q < end
-            let k = UInt32(truncatingIfNeeded: q - run)
+            let k = UInt32(truncatingIfNeeded: run.distance(to: q) / stride)
             i &+= Int(k)
             let low = UInt16(truncatingIfNeeded: lowest)
             if page.pointee.freeBlocks == 0 || low < page.pointee.firstFreeWord { page.pointee.firstFreeWord = low }

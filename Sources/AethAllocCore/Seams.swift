@@ -10,8 +10,8 @@
 //                  (SimpleCache.swift)
 //   statsEnabled   whether Stats.swift counts; when false every Stats call
 //                  compiles to nothing (the fast paths gain no instruction)
-//   hardened       the checks of Hardening.swift (live-block bitmap, encoded
-//                  free lists, zero on free, guard pages or NULL)
+//   hardened       the checks of Hardening.swift (live-block bitmap, pages
+//                  hand out no live block, zero on free, guard pages or NULL)
 //   injectsFaults  whether Platform.swift consults the test fault plan and
 //                  clock; true only in the hosted white-box build
 //
