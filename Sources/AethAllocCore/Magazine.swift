@@ -98,36 +98,59 @@ struct TaggedStack: ~Copyable {
 }
 
 /// One class's depot of full magazines.
+///
+/// Until a thread pops a magazine that another thread's cache pushed, the
+/// depot keeps `Tuning.depotUnsharedMagazines`: it could only hand the
+/// thread that uses it its own blocks back, last freed first, and a program
+/// that frees and rebuilds its structures again and again would get them in
+/// an order that scatters a little more each time (a list rebuilt from the
+/// blocks of its predecessor). The pages hand them out in address order
+/// instead (their free bitmaps, Page.swift). Once blocks of the class do
+/// travel between threads (`shared`, set for good), the depot keeps up to
+/// the class's `depotLimit`, so a producer's and a consumer's magazines
+/// meet there. Per class and by what happened, not by how many threads
+/// exist: an idle second thread does not change a busy one's depot.
 struct Depot: ~Copyable {
     let full: TaggedStack
+    /// The thread cache (its address) that pushed last.
+    let lastPusher: Atomic<UInt>
+    /// Set when a cache popped a magazine while another cache was the last
+    /// to push (a heuristic: a race between the two only delays it).
+    let shared: Atomic<Bool>
 
-    /// Pushes a full magazine, or returns false when the depot already holds
-    /// its limit (the caller then drains the magazine to the pages).
-    ///
-    /// While a single thread has a cache, the limit is
-    /// `Tuning.depotAloneMagazines`: the depot could only hand that thread
-    /// its own blocks back, last freed first, and a program that frees and
-    /// rebuilds its structures again and again would get them in an order
-    /// that scatters a little more each time (a list rebuilt from the blocks
-    /// of its predecessor). The pages hand them out in address order instead
-    /// (their free bitmaps, Page.swift).
+    /// The number of full magazines class `c`'s depot keeps.
     @inline(__always)
-    static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>) -> Bool {
-        pushFull(c, m, limit: ThreadCacheRegistry.alone ? Tuning.depotAloneMagazines : Globals.classInfo(c).pointee.depotLimit)
+    static func limit(_ c: Int) -> Int {
+        Globals.depot(c).pointee.shared.load(ordering: .relaxed)
+            ? Globals.classInfo(c).pointee.depotLimit : Tuning.depotUnsharedMagazines
+    }
+
+    /// Pushes a full magazine from cache `tc`, or returns false when the
+    /// depot already holds its limit (the caller then drains the magazine
+    /// to the pages).
+    @inline(__always)
+    static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, from tc: RawPointer) -> Bool {
+        pushFull(c, m, from: tc, limit: limit(c))
     }
 
     @inline(__always)
-    static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, limit: Int) -> Bool {
+    static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, from tc: RawPointer, limit: Int) -> Bool {
         let d = Globals.depot(c)
         if d.pointee.full.approximateCount() >= limit { return false }
+        d.pointee.lastPusher.store(UInt(bitPattern: tc), ordering: .relaxed)
         d.pointee.full.push(RawPointer(m))
         Stats.depotTransfer()
         return true
     }
 
+    /// A full magazine for cache `tc`, if the depot has one.
     @inline(__always)
-    static func popFull(_ c: Int) -> UnsafeMutablePointer<Magazine>? {
-        guard let m = Globals.depot(c).pointee.full.pop() else { return nil }
+    static func popFull(_ c: Int, to tc: RawPointer) -> UnsafeMutablePointer<Magazine>? {
+        let d = Globals.depot(c)
+        guard let m = d.pointee.full.pop() else { return nil }
+        if !d.pointee.shared.load(ordering: .relaxed) && d.pointee.lastPusher.load(ordering: .relaxed) != UInt(bitPattern: tc) {
+            d.pointee.shared.store(true, ordering: .relaxed)
+        }
         Stats.depotTransfer()
         return m.assumingMemoryBound(to: Magazine.self)
     }

@@ -45,7 +45,7 @@ enum MagazineCache: CachePolicy {
         let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
         if let prev = pair.pointee.previous, prev.pointee.count > 0 {
             swap(c, hot, pair)
-        } else if let full = Depot.popFull(c) {
+        } else if let full = Depot.popFull(c, to: tc) {
             if let prev = pair.pointee.previous { Magazine.recycle(prev) }
             unload(hot, pair)
             load(c, hot, pair, full)
@@ -72,7 +72,7 @@ enum MagazineCache: CachePolicy {
         } else {
             // The loaded magazine is full; so is the previous one, if any.
             if let prev = pair.pointee.previous {
-                if !Depot.pushFull(c, prev) {
+                if !Depot.pushFull(c, prev, from: tc) {
                     // The depot is at its limit: the blocks go back to their
                     // pages, which hand them out again in address order.
                     Central.drain(c, from: Magazine.rounds(prev), count: prev.pointee.count)
@@ -102,9 +102,9 @@ enum MagazineCache: CachePolicy {
             let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
             if let m = pair.pointee.loaded {
                 m.pointee.count = Int(hot.pointee.count)
-                release(c, m)
+                release(c, m, from: tc)
             }
-            if let m = pair.pointee.previous { release(c, m) }
+            if let m = pair.pointee.previous { release(c, m, from: tc) }
             pair.pointee = MagazinePair(loaded: nil, previous: nil)
             hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
         }
@@ -120,8 +120,8 @@ enum MagazineCache: CachePolicy {
     // ---- helpers ---------------------------------------------------------------
 
     /// A magazine leaving a cache: full ones to the depot, the rest drained.
-    private static func release(_ c: Int, _ m: UnsafeMutablePointer<Magazine>) {
-        if m.pointee.count == Globals.classInfo(c).pointee.magazineCapacity && Depot.pushFull(c, m) { return }
+    private static func release(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, from tc: RawPointer) {
+        if m.pointee.count == Globals.classInfo(c).pointee.magazineCapacity && Depot.pushFull(c, m, from: tc) { return }
         Central.drain(c, from: Magazine.rounds(m), count: m.pointee.count)
         Magazine.recycle(m)
     }

@@ -238,7 +238,7 @@ enum ThreadCache {
 /// of threads that exist only in the parent).
 ///
 /// Invariants (under `lockWord`): `live` is the length of `liveList` (written
-/// only under the lock; read without it by `alone`); a cache
+/// only under the lock); a cache
 /// is on exactly one of the three lists or, between `obtain` and `recycle`,
 /// owned by its thread and on `liveList`. `Globals.orphansPending` is true
 /// while `orphans` is non-empty.
@@ -251,12 +251,6 @@ struct ThreadCacheRegistry: ~Copyable {
     static var lockWord: UnsafeMutablePointer<LockWord> {
         Globals.lock(Globals.registryLock)
     }
-
-    /// At most one thread has a cache: no other thread can take blocks from
-    /// a depot or pool (read without the lock; a thread that starts meanwhile
-    /// sees the depots as they are, only with fewer blocks cached).
-    @inline(__always)
-    static var alone: Bool { Globals.registry.pointee.live.load(ordering: .relaxed) <= 1 }
 
     /// A zeroed cache on the live list, or nil if the OS refuses memory.
     static func obtain() -> RawPointer? {

@@ -51,8 +51,9 @@ enum Tuning {
     /// ...and never fewer than this many magazines, nor more than the upper bound.
     static let depotMinMagazines = 4
     static let depotMaxMagazines = 256
-    /// The depot's limit while only one thread has a cache (Depot.pushFull).
-    static let depotAloneMagazines = 4
+    /// The depot's limit until blocks of its class travel between threads
+    /// (Depot).
+    static let depotUnsharedMagazines = 4
 
     // ---- simple variant ----------------------------------------------------
     /// A thread's list of a class holds at most this many blocks (the seed's

@@ -341,10 +341,9 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             let m = try #require(Magazine.obtainEmpty())
             try #require(Central.fill(c, into: Magazine.rounds(m), max: capacity) == capacity)
             m.pointee.count = capacity
-            // The limit of a process with several threads (the one a
-            // single thread gets is Tuning.depotAloneMagazines, the blackbox
-            // `faults magazines` scenario runs with a second thread).
-            if Depot.pushFull(c, m, limit: limit) {
+            // The limit of a class whose blocks travel between threads
+            // (until then Tuning.depotUnsharedMagazines; see the test below).
+            if Depot.pushFull(c, m, from: RawPointer(bitPattern: 0x1000)!, limit: limit) {
                 pushed.append(m)
             } else {
                 refused += 1
@@ -355,6 +354,50 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(refused == 3, "the depot keeps at most its limit")
         Depot.drainAll(c)
         #expect(Globals.depot(c).pointee.full.approximateCount() == 0)
+    }
+
+    /// A depot keeps Tuning.depotUnsharedMagazines until a cache pops a
+    /// magazine another cache pushed last, then its class's full limit.
+    @Test func theDepotGrowsOnceItsBlocksChangeThreads() throws {
+        let c = 41
+        let info = Globals.classInfo(c).pointee
+        try #require(info.depotLimit > Tuning.depotUnsharedMagazines + 1)
+        let d = Globals.depot(c)
+        d.pointee.shared.store(false, ordering: .relaxed)
+        defer { d.pointee.shared.store(false, ordering: .relaxed) }
+        // Two caches, by address only: the depot never reads them.
+        let a = RawPointer(bitPattern: 0x1000)!, b = RawPointer(bitPattern: 0x2000)!
+        func fullMagazine() throws -> UnsafeMutablePointer<Magazine> {
+            let m = try #require(Magazine.obtainEmpty())
+            try #require(Central.fill(c, into: Magazine.rounds(m), max: info.magazineCapacity) == info.magazineCapacity)
+            m.pointee.count = info.magazineCapacity
+            return m
+        }
+        func pushUntilRefused(from tc: RawPointer) throws -> Int {
+            var accepted = 0
+            while true {
+                let m = try fullMagazine()
+                if !Depot.pushFull(c, m, from: tc) {
+                    Central.drain(c, from: Magazine.rounds(m), count: m.pointee.count)
+                    Magazine.recycle(m)
+                    return accepted
+                }
+                accepted += 1
+            }
+        }
+        #expect(try pushUntilRefused(from: a) == Tuning.depotUnsharedMagazines)
+        // The cache that pushed takes one back: still unshared.
+        let own = try #require(Depot.popFull(c, to: a))
+        let sharedAfterOwnPop = d.pointee.shared.load(ordering: .relaxed)
+        #expect(!sharedAfterOwnPop)
+        #expect(Depot.pushFull(c, own, from: a))
+        // Another cache takes one: from now on, the full limit.
+        let other = try #require(Depot.popFull(c, to: b))
+        let sharedAfterOtherPop = d.pointee.shared.load(ordering: .relaxed)
+        #expect(sharedAfterOtherPop)
+        #expect(Depot.pushFull(c, other, from: b))
+        #expect(try pushUntilRefused(from: b) == info.depotLimit - Tuning.depotUnsharedMagazines)
+        Depot.drainAll(c)
     }
 }
 

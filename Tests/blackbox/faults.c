@@ -51,21 +51,43 @@ static int cmp_ptr(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* A second thread with a cache, parked until `magazines` ends: while only
- * one thread has a cache, the depots keep 4 magazines a class and the
- * frees below would need few. */
+/* A second thread that takes blocks of each class the main thread freed,
+ * then waits until `magazines` ends: until blocks of a class travel
+ * between threads, its depot keeps 4 magazines, and the frees below would
+ * need few. */
+static const size_t sizes[] = {16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+enum { CLASSES = sizeof sizes / sizeof sizes[0] };
 static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t parked_cond = PTHREAD_COND_INITIALIZER;
-static int parked_state; /* 1: has its cache, 2: may exit */
+static int parked_state; /* 1: take blocks, 2: taken, 3: may exit */
+
+static void parked_wait(int state) {
+    while (parked_state != state)
+        pthread_cond_wait(&parked_cond, &parked_lock);
+}
+
+static void parked_set(int state) {
+    pthread_mutex_lock(&parked_lock);
+    parked_state = state;
+    pthread_cond_broadcast(&parked_cond);
+    pthread_mutex_unlock(&parked_lock);
+}
 
 static void *parked(void *arg) {
     (void)arg;
-    free(bb_escape(malloc(16)));
     pthread_mutex_lock(&parked_lock);
-    parked_state = 1;
-    pthread_cond_broadcast(&parked_cond);
-    while (parked_state != 2)
-        pthread_cond_wait(&parked_cond, &parked_lock);
+    parked_wait(1);
+    pthread_mutex_unlock(&parked_lock);
+    /* A magazine's worth of each class: from the depot, where the main
+     * thread's frees put full magazines. */
+    for (int c = 0; c < CLASSES; c++) {
+        void *held[64];
+        for (int i = 0; i < 64; i++) held[i] = bb_escape(malloc(sizes[c]));
+        for (int i = 0; i < 64; i++) free(held[i]);
+    }
+    parked_set(2);
+    pthread_mutex_lock(&parked_lock);
+    parked_wait(3);
     pthread_mutex_unlock(&parked_lock);
     return NULL;
 }
@@ -76,12 +98,17 @@ static void magazines(void) {
      * needs more than the 2048 magazines one metadata chunk holds. */
     pthread_t helper;
     BB_CHECK(pthread_create(&helper, NULL, parked, NULL) == 0, "cannot start the second thread");
+    /* Three magazines' worth of each class freed here: one goes to the
+     * depot, for the second thread to take. */
+    for (int c = 0; c < CLASSES; c++) {
+        void *held[200];
+        for (int i = 0; i < 200; i++) held[i] = bb_escape(malloc(sizes[c]));
+        for (int i = 0; i < 200; i++) free(held[i]);
+    }
+    parked_set(1);
     pthread_mutex_lock(&parked_lock);
-    while (parked_state != 1)
-        pthread_cond_wait(&parked_cond, &parked_lock);
+    parked_wait(2);
     pthread_mutex_unlock(&parked_lock);
-    static const size_t sizes[] = {16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
-    enum { CLASSES = sizeof sizes / sizeof sizes[0] };
     size_t per_class[CLASSES];
     size_t total = 0;
     for (int c = 0; c < CLASSES; c++) {
@@ -133,10 +160,7 @@ static void magazines(void) {
     for (size_t i = 0; i < total; i++) free((void *)all[i]);
     malloc_trim(0);
     free(all);
-    pthread_mutex_lock(&parked_lock);
-    parked_state = 2;
-    pthread_cond_broadcast(&parked_cond);
-    pthread_mutex_unlock(&parked_lock);
+    parked_set(3);
     pthread_join(helper, NULL);
     bb_say("faults: magazines: %zu blocks freed with %lu mmap calls refused, allocated again without a duplicate",
            total, refused);
