@@ -62,8 +62,10 @@ static pthread_cond_t parked_cond = PTHREAD_COND_INITIALIZER;
 static int parked_state; /* 1: take blocks, 2: taken, 3: may exit */
 
 static void parked_wait(int state) {
+    pthread_mutex_lock(&parked_lock);
     while (parked_state != state)
         pthread_cond_wait(&parked_cond, &parked_lock);
+    pthread_mutex_unlock(&parked_lock);
 }
 
 static void parked_set(int state) {
@@ -73,22 +75,23 @@ static void parked_set(int state) {
     pthread_mutex_unlock(&parked_lock);
 }
 
+/* Allocates `n` (at most 200) blocks of each class, then frees them. */
+static void churn_each_class(int n) {
+    void *held[200];
+    for (int c = 0; c < CLASSES; c++) {
+        for (int i = 0; i < n; i++) held[i] = bb_escape(malloc(sizes[c]));
+        for (int i = 0; i < n; i++) free(held[i]);
+    }
+}
+
 static void *parked(void *arg) {
     (void)arg;
-    pthread_mutex_lock(&parked_lock);
     parked_wait(1);
-    pthread_mutex_unlock(&parked_lock);
     /* A magazine's worth of each class: from the depot, where the main
      * thread's frees put full magazines. */
-    for (int c = 0; c < CLASSES; c++) {
-        void *held[64];
-        for (int i = 0; i < 64; i++) held[i] = bb_escape(malloc(sizes[c]));
-        for (int i = 0; i < 64; i++) free(held[i]);
-    }
+    churn_each_class(64);
     parked_set(2);
-    pthread_mutex_lock(&parked_lock);
     parked_wait(3);
-    pthread_mutex_unlock(&parked_lock);
     return NULL;
 }
 
@@ -98,17 +101,11 @@ static void magazines(void) {
      * needs more than the 2048 magazines one metadata chunk holds. */
     pthread_t helper;
     BB_CHECK(pthread_create(&helper, NULL, parked, NULL) == 0, "cannot start the second thread");
-    /* Three magazines' worth of each class freed here: one goes to the
-     * depot, for the second thread to take. */
-    for (int c = 0; c < CLASSES; c++) {
-        void *held[200];
-        for (int i = 0; i < 200; i++) held[i] = bb_escape(malloc(sizes[c]));
-        for (int i = 0; i < 200; i++) free(held[i]);
-    }
+    /* Three magazines' worth of each class freed here: full ones go to
+     * the depot, for the second thread to take. */
+    churn_each_class(200);
     parked_set(1);
-    pthread_mutex_lock(&parked_lock);
     parked_wait(2);
-    pthread_mutex_unlock(&parked_lock);
     size_t per_class[CLASSES];
     size_t total = 0;
     for (int c = 0; c < CLASSES; c++) {
