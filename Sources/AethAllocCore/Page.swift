@@ -63,8 +63,10 @@ struct PageMeta {
     static let inlineBitmapBlocks = UInt64.bitWidth
 
     var hasFree: Bool { freeBlocks != 0 || bumpBytes < limitBytes }
-    /// Bitmap words covering the page's blocks.
-    var bitmapWords: Int { (Int(limitBytes / blockSize) + 63) >> 6 }
+
+    /// The bitmap words (64 bits each) that cover `blocks` blocks.
+    @inline(__always)
+    static func bitmapWords(blocks: Int) -> Int { (blocks &+ UInt64.bitWidth &- 1) / UInt64.bitWidth }
 }
 
 /// One size class's pages.
@@ -98,7 +100,7 @@ struct Central {
         // Bits only for blocks handed out before (below the bump limit).
         let handedOut = Swift.min(Int(pg.pointee.bumpBytes / pg.pointee.blockSize), blocks)
         var set = 0
-        for w in 0..<pg.pointee.bitmapWords {
+        for w in 0..<PageMeta.bitmapWords(blocks: blocks) {
             let word = bits[w]
             let below = handedOut - (w << 6)
             let allowed: UInt64 = below >= 64 ? ~0 : below <= 0 ? 0 : (UInt64(1) << UInt64(below)) - 1
@@ -143,7 +145,7 @@ struct Central {
             let free = pg.pointee.freeBlocks
             if free != 0 {
                 let bits = bitmap(pg)
-                let words = (info.pointee.blocksPerPage &+ 63) &>> 6
+                let words = PageMeta.bitmapWords(blocks: info.pointee.blocksPerPage)
                 var left = free
                 var w = Int(pg.pointee.firstFreeWord)
                 while true {
@@ -251,7 +253,7 @@ struct Central {
                 } else {
                     // The class's only page, kept: every block is back, so
                     // it is carved again from its start.
-                    let words = (Int(page.pointee.bumpBytes / page.pointee.blockSize) + 63) >> 6
+                    let words = PageMeta.bitmapWords(blocks: Int(page.pointee.bumpBytes / page.pointee.blockSize))
                     for w in 0..<words { bits[w] = 0 }
                     page.pointee.freeBlocks = 0
                     page.pointee.firstFreeWord = 0

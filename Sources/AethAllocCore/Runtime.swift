@@ -50,7 +50,7 @@ enum Runtime {
             let slices = SizeClass.computedPageSlices(c)
             Globals.classInfo(c).pointee = ClassInfo(
                 blockSize: block, pageSlices: slices, blocksPerPage: SizeClass.computedBlocksPerPage(c),
-                firstBlockOffset: SizeClass.computedFirstBlockOffset(c), reciprocal: (UInt(1) << 32) / UInt(block) + 1,
+                firstBlockOffset: SizeClass.computedFirstBlockOffset(c), reciprocal: SizeClass.computedReciprocal(c),
                 magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c),
                 simpleBatch: SizeClass.computedSimpleBatch(c), simplePoolLimit: SizeClass.computedSimplePoolLimit(c))
         }

@@ -73,7 +73,7 @@ enum SizeClass {
         let block = computedBlockSize(c)
         let blocks = computedPageSlices(c) * Tuning.sliceBytes / block
         if blocks <= PageMeta.inlineBitmapBlocks { return 0 }
-        let bitmapBytes = (blocks + 63) / 64 * 8
+        let bitmapBytes = PageMeta.bitmapWords(blocks: blocks) * MemoryLayout<UInt64>.size
         let align = block & -block
         return (bitmapBytes + align - 1) / align * align
     }
@@ -81,6 +81,11 @@ enum SizeClass {
     /// Blocks a page of class `c` holds, after its bitmap if in front.
     static func computedBlocksPerPage(_ c: Int) -> Int {
         (computedPageSlices(c) * Tuning.sliceBytes - computedFirstBlockOffset(c)) / computedBlockSize(c)
+    }
+
+    /// 2^32 / blockSize + 1 for class `c` (ClassInfo.reciprocal).
+    static func computedReciprocal(_ c: Int) -> UInt {
+        (UInt(1) << 32) / UInt(computedBlockSize(c)) + 1
     }
 
     /// Blocks a thread magazine of class `c` holds.
