@@ -121,8 +121,9 @@ struct Central {
         let info = Globals.classInfo(c)
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
-        var top = dst + max  // the next block goes just below
-        while top > dst {
+        // dst[k..<max] holds the blocks taken so far; the next goes to dst[k - 1].
+        var k = max
+        while k > 0 {
             var page = central.pointee.partial
             if page == nil {
                 guard let fresh = SegmentManager.allocatePage(slices: info.pointee.pageSlices, sizeClass: c) else { break }
@@ -138,50 +139,55 @@ struct Central {
             }
             let pg = page.unsafelyUnwrapped
             let start = UInt(bitPattern: pg.pointee.start)
-            let size = pg.pointee.blockSize
-            let before = top
+            let size = UInt(pg.pointee.blockSize)
+            let before = k
             // Returned blocks first, lowest address first; never-used ones
             // all lie above them.
-            let free = pg.pointee.freeBlocks
+            let free = Int(pg.pointee.freeBlocks)
             if free != 0 {
                 let bits = bitmap(pg)
                 let words = PageMeta.bitmapWords(blocks: info.pointee.blocksPerPage)
-                var left = free
                 var w = Int(pg.pointee.firstFreeWord)
                 while true {
                     if w >= words { corrupted(pg) }
                     var m = bits[w]
-                    let base = start &+ UInt(w &<< 6) &* UInt(size)
-                    while m != 0 && top > dst {
-                        let b = RawPointer(bitPattern: base &+ UInt(m.trailingZeroBitCount) &* UInt(size)).unsafelyUnwrapped
+                    let base = start &+ UInt(w &<< 6) &* size
+                    while m != 0 {
+                        let b = RawPointer(bitPattern: base &+ UInt(m.trailingZeroBitCount) &* size)
                         m &= m &- 1
-                        Hardening.checkNotLive(b)
-                        top -= 1
-                        top.pointee = b
-                        left &-= 1
+                        Hardening.checkNotLive(b.unsafelyUnwrapped)
+                        k &-= 1
+                        dst[k] = b
+                        if k == 0 { break }
                     }
                     bits[w] = m
-                    if left == 0 || top == dst { break }
+                    if k == 0 || before &- k == free { break }
                     w &+= 1
                 }
-                pg.pointee.freeBlocks = left
+                pg.pointee.freeBlocks = UInt32(truncatingIfNeeded: free &- (before &- k))
                 pg.pointee.firstFreeWord = UInt16(truncatingIfNeeded: w)
             }
-            var bump = pg.pointee.bumpBytes
-            let limit = pg.pointee.limitBytes
-            while top > dst && bump < limit {
-                top -= 1
-                top.pointee = RawPointer(bitPattern: start &+ UInt(bump))
-                bump &+= size
+            // Then never-used blocks, carved upwards from the bump offset.
+            let bump = UInt(pg.pointee.bumpBytes)
+            let limit = UInt(pg.pointee.limitBytes)
+            if k > 0 && bump < limit {
+                // (limit - bump) is a multiple of size: the reciprocal is exact.
+                let carve = Swift.min(Int(bitPattern: ((limit &- bump) &* info.pointee.reciprocal) &>> 32), k)
+                var p = start &+ bump
+                for _ in 0..<carve {
+                    k &-= 1
+                    dst[k] = RawPointer(bitPattern: p)
+                    p &+= size
+                }
+                pg.pointee.bumpBytes = UInt32(truncatingIfNeeded: p &- start)
             }
-            pg.pointee.bumpBytes = bump
-            let taken = before - top
+            let taken = before &- k
             pg.pointee.used &+= UInt32(truncatingIfNeeded: taken)
             central.pointee.outBlocks &+= taken
             if !pg.pointee.hasFree { unlink(central, pg) }
         }
-        let n = dst + max - top
-        if top != dst { for i in 0..<n { dst[i] = top[i] } }
+        let n = max &- k
+        if k != 0 { for i in 0..<n { dst[i] = dst[k &+ i] } }
         return n
     }
 
