@@ -164,6 +164,14 @@ struct SegmentManager: ~Copyable {
     var purgeBackoffUntilMs: UInt64
     /// Segments mapped now (mallinfo2, malloc_stats).
     var mappedSegments: Int
+    /// Churn (`churnAllowance`): when the budget last purged on a releasing
+    /// thread (0: never) and how many bytes, the bytes of slices committed
+    /// afresh since then, and the allowance those set, with when it was set.
+    var inlinePurgeMs: UInt64
+    var inlinePurgedBytes: Int
+    var refaultedBytes: Int
+    var churnBytes: Int
+    var churnSinceMs: UInt64
 
     static var shared: UnsafeMutablePointer<SegmentManager> { Globals.segments }
     static var lockWord: UnsafeMutablePointer<LockWord> {
@@ -244,6 +252,7 @@ struct SegmentManager: ~Copyable {
         let base = RawPointer(h) - Segment.headerOffset
         if h.pointee.freeMask == Segment.allSlicesFree { m.pointee.emptySegments -= 1 }
         run <<= UInt64(slice)
+        m.pointee.refaultedBytes &+= (run & ~h.pointee.dirtyMask).nonzeroBitCount &* Tuning.sliceBytes
         let clean = claim(m, h, run, head: slice, mark: mark)
         let page = Segment.pageMeta(base, headSlice: slice)
         page.pointee = PageMeta(
@@ -283,7 +292,7 @@ struct SegmentManager: ~Copyable {
                 used: m.pointee.usedBytes - MediumCache.shared.pointee.bytes - bytes, medium: m.pointee.mediumBytes - bytes) / 2
             if MediumCache.keep(page, limit: limit, now: OS.nowMs()) {
                 m.pointee.mediumBytes -= bytes
-                if Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) { purgeExcess(m, sparing: nil) }
+                purgeIfOverBudget(m, sparing: nil)
                 maybePurge(m)
                 if Options.purgeDelayMs > 0 { Reclaimer.notePending(bytes: committedFree(m)) }
                 return
@@ -317,9 +326,12 @@ struct SegmentManager: ~Copyable {
         if h.pointee.freeMask == Segment.allSlicesFree {
             // A wholly free segment beyond those kept warm goes back to the
             // OS now (unmapped; purged, should the OS refuse the munmap),
-            // or, with the reclaimer running, when its slices are due.
-            if Reclaimer.unmapsEmptySegmentNow(kept: m.pointee.emptySegments) {
+            // unless it is churn (the program maps as much again each time);
+            // with the reclaimer running, when its slices are due.
+            if Reclaimer.unmapsEmptySegmentNow(kept: m.pointee.emptySegments) && !isChurn(m) {
+                let dirty = h.pointee.dirtyMask.nonzeroBitCount &* Tuning.sliceBytes
                 if unmapSegment(m, h) {
+                    noteGivenBack(m, bytes: dirty)
                     maybePurge(m)
                     return
                 }
@@ -328,7 +340,7 @@ struct SegmentManager: ~Copyable {
             m.pointee.emptySegments += 1
         }
         if purge { return }
-        if Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) { purgeExcess(m, sparing: h) }
+        purgeIfOverBudget(m, sparing: h)
         maybePurge(m)
         if Options.purgeDelayMs > 0 { Reclaimer.notePending(bytes: committedFree(m)) }
     }
@@ -399,6 +411,9 @@ struct SegmentManager: ~Copyable {
     static func purgeAll() -> Int {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
+        // The program asked for everything back: churn is measured afresh.
+        shared.pointee.inlinePurgeMs = 0
+        shared.pointee.churnBytes = 0
         releaseCached(shared, olderThanMs: nil, purge: false)
         return purge(shared, olderThanMs: nil)
     }
@@ -497,10 +512,72 @@ struct SegmentManager: ~Copyable {
         SegmentBins.file(h, SegmentBins.dirty, length: longestRun(h.pointee.dirtyMask))
     }
 
-    /// The dirty budget now (Reclaimer.dirtyBudget).
-    /// The medium cache's runs are not part of the heap it scales with.
+    /// The dirty budget now (Reclaimer.dirtyBudget) plus the churn
+    /// allowance. The medium cache's runs are not part of the heap it
+    /// scales with.
     private static func dirtyBudget(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
         Reclaimer.dirtyBudget(used: m.pointee.usedBytes - MediumCache.shared.pointee.bytes, medium: m.pointee.mediumBytes)
+            &+ churnAllowance(m)
+    }
+
+    /// How long a churn allowance lasts: the purge delay (the default one
+    /// when the delay is off, -1).
+    private static var churnWindowMs: UInt64 {
+        UInt64(Options.purgeDelayMs > 0 ? Options.purgeDelayMs : Tuning.defaultPurgeDelayMs)
+    }
+
+    /// Freed memory a program has shown it takes again: the budget is a
+    /// share of the heap as it is now, so a program whose heap swings (it
+    /// builds a large structure, frees all of it, builds it again) is
+    /// purged at every trough and faults the same pages in at every peak
+    /// (remote_free with one thread: 39,602 minor faults and 0.17 s of
+    /// system time against mimalloc's 1,736 and 0.00 s). When the budget
+    /// purges within `churnWindowMs` of its last purge on a releasing
+    /// thread, and slices were committed afresh in between, that many bytes
+    /// (at most what that purge gave back: growth is not churn) may stay
+    /// committed and free on top of the budget, for one window. It raises the trough,
+    /// never the peak, and the purge delay still returns the memory once the
+    /// program stops touching it.
+    private static func churnAllowance(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
+        if m.pointee.churnBytes == 0 { return 0 }
+        if OS.nowMs() &- m.pointee.churnSinceMs > churnWindowMs {
+            m.pointee.churnBytes = 0
+            return 0
+        }
+        return m.pointee.churnBytes
+    }
+
+    /// The budget's inline purge after a release (Reclaimer.purgesInline),
+    /// unless the memory over budget is churn.
+    private static func purgeIfOverBudget(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>?) {
+        if !Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) || isChurn(m) { return }
+        let before = committedFree(m)
+        purgeExcess(m, sparing: hot)
+        noteGivenBack(m, bytes: before &- committedFree(m))
+    }
+
+    /// Whether the freed memory still committed is within the churn
+    /// allowance, after setting it if the program took back memory given
+    /// back less than `churnWindowMs` ago.
+    private static func isChurn(_ m: UnsafeMutablePointer<SegmentManager>) -> Bool {
+        if Options.purgeDelayMs == 0 { return false }
+        let now = OS.nowMs()
+        if m.pointee.inlinePurgeMs != 0 && now &- m.pointee.inlinePurgeMs <= churnWindowMs && m.pointee.refaultedBytes > 0 {
+            m.pointee.churnBytes = max(m.pointee.churnBytes, min(m.pointee.refaultedBytes, m.pointee.inlinePurgedBytes))
+            m.pointee.churnSinceMs = now
+            m.pointee.refaultedBytes = 0
+        }
+        return churnAllowance(m) > 0 && committedFree(m) <= dirtyBudget(m)
+    }
+
+    /// A releasing thread gave `bytes` back to the OS (the budget's purge,
+    /// or an empty segment unmapped): what churn may be measured against.
+    private static func noteGivenBack(_ m: UnsafeMutablePointer<SegmentManager>, bytes: Int) {
+        let now = OS.nowMs()
+        let recent = m.pointee.inlinePurgeMs != 0 && now &- m.pointee.inlinePurgeMs <= churnWindowMs
+        m.pointee.inlinePurgedBytes = recent ? m.pointee.inlinePurgedBytes &+ bytes : bytes
+        m.pointee.inlinePurgeMs = now
+        m.pointee.refaultedBytes = 0
     }
 
     /// Freed memory still committed, which the budget bounds: free

@@ -899,4 +899,58 @@ struct PurgeDelayTests {
         let carved = try Self.carveAndFree()
         #expect(Self.dirtyBytes() == carved, "not purged after the delay had passed")
     } }
+
+    /// A program whose heap swings: the budget purges the first trough,
+    /// the program faults as much in again within the delay, and the next
+    /// trough stays committed (churn); once the allowance is older than the
+    /// delay, the budget purges again.
+    @Test func memoryTakenBackSoonAfterAPurgeStaysCommitted() throws {
+        let state = Globals.process
+        let (savedDelay, savedPercent, savedCache) =
+            (state.pointee.purgeDelayMs, state.pointee.dirtyPercent, state.pointee.mediumCache)
+        // A budget of 1% of the heap: a few hundred KiB here, whatever other
+        // tests left live, so each trough is over it.
+        state.pointee.purgeDelayMs = 1000
+        state.pointee.dirtyPercent = 1
+        state.pointee.mediumCache = false
+        let t0 = OS.nowMs() + 10_000
+        TestClock.set(t0)
+        var kept: [RawPointer] = []
+        defer {
+            kept.forEach { Allocator.deallocate($0) }
+            _ = Reclaimer.trim()
+            TestClock.set(nil)
+            state.pointee.purgeDelayMs = savedDelay
+            state.pointee.dirtyPercent = savedPercent
+            state.pointee.mediumCache = savedCache
+        }
+        _ = Reclaimer.trim()
+        try #require(Self.dirtyBytes() == 0, "malloc_trim left dirty slices")
+        // 1 MiB blocks, a kept one after each dropped one, so no segment
+        // becomes wholly free; the dropped ones are the swing.
+        let blocks = 8
+        let swing = blocks * Tuning.mediumMaxBytes
+        func build(keeping: Bool) throws -> [RawPointer] {
+            var dropped: [RawPointer] = []
+            for _ in 0..<blocks {
+                let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
+                memset(p, 0x3C, Tuning.mediumMaxBytes)
+                dropped.append(p)
+                if keeping { kept.append(try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))) }
+            }
+            return dropped
+        }
+        // First trough: over the budget, purged.
+        try build(keeping: true).forEach { Allocator.deallocate($0) }
+        #expect(Self.dirtyBytes() < swing / 2, "the first trough was not purged")
+        // The same again 10 ms later: what was purged faulted in again, so
+        // the second trough stays committed.
+        TestClock.set(t0 + 10)
+        try build(keeping: false).forEach { Allocator.deallocate($0) }
+        #expect(Self.dirtyBytes() >= swing, "a trough after a refault was purged")
+        // Longer than the delay after the allowance: purged again.
+        TestClock.set(t0 + 10 + 2 * 1000)
+        try build(keeping: false).forEach { Allocator.deallocate($0) }
+        #expect(Self.dirtyBytes() < swing / 2, "the allowance outlived the delay")
+    }
 }
