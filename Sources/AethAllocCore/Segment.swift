@@ -148,7 +148,8 @@ enum Segment {
 ///
 /// Purge policy (when: Reclaim.swift): a freed slice stays committed
 /// ("dirty") so the next page or medium block carved there costs no page
-/// faults, within the dirty budget and the purge delay; this type carries
+/// faults, within the dirty budget (plus the churn allowance) and the
+/// purge delay; this type carries
 /// them out, under its lock. malloc_trim purges everything.
 struct SegmentManager: ~Copyable {
     var withFree: UnsafeMutablePointer<SegmentHeader>?
