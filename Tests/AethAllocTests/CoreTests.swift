@@ -841,15 +841,16 @@ struct PurgeDelayTests {
         return bytes
     }
 
-    /// Runs `body(t0)` with a 1 s purge delay and a budget (1000% of the
-    /// heap) that never purges what a test frees, so only the delay may; the
-    /// test clock stands at t0 and nothing is dirty. Restores all of it.
-    static func withDelayOnly(_ body: (UInt64) throws -> Void) throws {
+    /// Runs `body(t0)` with a 1 s purge delay and a budget of
+    /// `dirtyPercent` of the heap (by default 1000%, which never purges
+    /// what a test frees, so only the delay may); the test clock stands at
+    /// t0 and nothing is dirty. Restores all of it.
+    static func withDelayOnly(dirtyPercent: Int = 1000, _ body: (UInt64) throws -> Void) throws {
         let state = Globals.process
         let (savedDelay, savedPercent, savedCache) =
             (state.pointee.purgeDelayMs, state.pointee.dirtyPercent, state.pointee.mediumCache)
         state.pointee.purgeDelayMs = 1000
-        state.pointee.dirtyPercent = 1000
+        state.pointee.dirtyPercent = dirtyPercent
         state.pointee.mediumCache = false
         let t0 = OS.nowMs()
         TestClock.set(t0)
@@ -904,28 +905,14 @@ struct PurgeDelayTests {
     /// the program faults as much in again within the delay, and the next
     /// trough stays committed (churn); once the allowance is older than the
     /// delay, the budget purges again.
-    @Test func memoryTakenBackSoonAfterAPurgeStaysCommitted() throws {
-        let state = Globals.process
-        let (savedDelay, savedPercent, savedCache) =
-            (state.pointee.purgeDelayMs, state.pointee.dirtyPercent, state.pointee.mediumCache)
-        // A budget of 1% of the heap: a few hundred KiB here, whatever other
-        // tests left live, so each trough is over it.
-        state.pointee.purgeDelayMs = 1000
-        state.pointee.dirtyPercent = 1
-        state.pointee.mediumCache = false
-        let t0 = OS.nowMs() + 10_000
-        TestClock.set(t0)
+    /// The budget is 1% of the heap: a few hundred KiB here, whatever
+    /// other tests left live, so each trough is over it.
+    @Test func memoryTakenBackSoonAfterAPurgeStaysCommitted() throws { try Self.withDelayOnly(dirtyPercent: 1) { t0 in
         var kept: [RawPointer] = []
         defer {
             kept.forEach { Allocator.deallocate($0) }
             _ = Reclaimer.trim()
-            TestClock.set(nil)
-            state.pointee.purgeDelayMs = savedDelay
-            state.pointee.dirtyPercent = savedPercent
-            state.pointee.mediumCache = savedCache
         }
-        _ = Reclaimer.trim()
-        try #require(Self.dirtyBytes() == 0, "malloc_trim left dirty slices")
         // 1 MiB blocks, a kept one after each dropped one, so no segment
         // becomes wholly free; the dropped ones are the swing.
         let blocks = 8
@@ -952,5 +939,5 @@ struct PurgeDelayTests {
         TestClock.set(t0 + 10 + 2 * 1000)
         try build(keeping: false).forEach { Allocator.deallocate($0) }
         #expect(Self.dirtyBytes() < swing / 2, "the allowance outlived the delay")
-    }
+    } }
 }
