@@ -149,8 +149,8 @@ enum Segment {
 /// Purge policy (when: Reclaim.swift): a freed slice stays committed
 /// ("dirty") so the next page or medium block carved there costs no page
 /// faults, within the dirty budget (plus the churn allowance) and the
-/// purge delay; this type carries
-/// them out, under its lock. malloc_trim purges everything.
+/// purge delay; this type carries them out, under its lock. malloc_trim
+/// purges everything.
 struct SegmentManager: ~Copyable {
     var withFree: UnsafeMutablePointer<SegmentHeader>?
     var emptySegments: Int
@@ -536,9 +536,9 @@ struct SegmentManager: ~Copyable {
     /// purges within `churnWindowMs` of its last purge on a releasing
     /// thread, and slices were committed afresh in between, that many bytes
     /// (at most what that purge gave back: growth is not churn) may stay
-    /// committed and free on top of the budget, for one window. It raises the trough,
-    /// never the peak, and the purge delay still returns the memory once the
-    /// program stops touching it.
+    /// committed and free on top of the budget, for one window. It raises
+    /// the trough, never the peak, and the purge delay still returns the
+    /// memory once the program stops touching it.
     private static func churnAllowance(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {
         if m.pointee.churnBytes == 0 { return 0 }
         if OS.nowMs() &- m.pointee.churnSinceMs > churnWindowMs {
