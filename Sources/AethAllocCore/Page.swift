@@ -171,8 +171,8 @@ struct Central {
             let bump = UInt(pg.pointee.bumpBytes)
             let limit = UInt(pg.pointee.limitBytes)
             if k > 0 && bump < limit {
-                // (limit - bump) is a multiple of size: the reciprocal is exact.
-                let carve = Swift.min(Int(bitPattern: ((limit &- bump) &* info.pointee.reciprocal) &>> 32), k)
+                let left = info.pointee.reciprocal.multipliedFullWidth(by: UInt64(truncatingIfNeeded: limit &- bump)).high
+                let carve = Swift.min(Int(truncatingIfNeeded: left), k)
                 var p = start &+ bump
                 for _ in 0..<carve {
                     k &-= 1
@@ -198,7 +198,6 @@ struct Central {
     static func drain(_ c: Int, from src: UnsafeMutablePointer<RawPointer?>, count n: Int) {
         let central = Globals.central(c)
         let info = Globals.classInfo(c)
-        let size = UInt(info.pointee.blockSize)
         let reciprocal = info.pointee.reciprocal
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
@@ -230,8 +229,11 @@ struct Central {
             repeat {
                 let offset = q.load(as: UInt.self) &- start
                 if offset >= span { break }
-                let index = (offset &* reciprocal) &>> 32
-                if index &* size != offset {
+                // offset < span < 2^32: one product gives the index and
+                // whether the offset is a multiple of the size (ClassInfo).
+                let (high, low) = reciprocal.multipliedFullWidth(by: UInt64(truncatingIfNeeded: offset))
+                let index = UInt(truncatingIfNeeded: high)
+                if low >= reciprocal {
                     Diagnostics.invalidPointer(RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "not a block start")
                 }
                 let w = Int(bitPattern: index &>> 6)

@@ -83,9 +83,9 @@ enum SizeClass {
         (computedPageSlices(c) * Tuning.sliceBytes - computedFirstBlockOffset(c)) / computedBlockSize(c)
     }
 
-    /// 2^32 / blockSize + 1 for class `c` (ClassInfo.reciprocal).
-    static func computedReciprocal(_ c: Int) -> UInt {
-        (UInt(1) << 32) / UInt(computedBlockSize(c)) + 1
+    /// ceil(2^64 / blockSize) for class `c` (ClassInfo.reciprocal).
+    static func computedReciprocal(_ c: Int) -> UInt64 {
+        UInt64.max / UInt64(computedBlockSize(c)) &+ 1
     }
 
     /// Blocks a thread magazine of class `c` holds.
@@ -128,11 +128,13 @@ struct ClassInfo {
     var blocksPerPage: Int
     /// Where a page's first block starts (SizeClass.computedFirstBlockOffset).
     var firstBlockOffset: Int
-    /// 2^32 / blockSize + 1: a block's offset in its page times this, >> 32,
-    /// is its index (Central.drain). Exact within a page: for an offset
-    /// q * size, reciprocal * size = 2^32 + e with 0 < e <= size, so the
-    /// product is q * 2^32 + q * e, and q * e <= q * size < 1 MiB.
-    var reciprocal: UInt
+    /// ceil(2^64 / blockSize). For an offset n < 2^32 in a page, the
+    /// 128-bit product n * reciprocal gives both what `Central.drain` needs
+    /// in one multiplication: its high half is n / blockSize, and its low
+    /// half is below `reciprocal` exactly when blockSize divides n (Lemire,
+    /// Kaser and Kurz, "Faster Remainder by Direct Computation", 2019: both
+    /// hold for 32-bit n and divisor with a 64-bit reciprocal).
+    var reciprocal: UInt64
     var magazineCapacity: Int
     var depotLimit: Int
     var simpleBatch: Int

@@ -33,7 +33,7 @@ import Testing
             #expect(offset >= (info.blocksPerPage + 63) / 64 * 8)
             #expect((pageBytes / info.blockSize - info.blocksPerPage) * 100 <= pageBytes / info.blockSize)
         }
-        #expect(info.reciprocal == (UInt(1) << 32) / UInt(info.blockSize) + 1)
+        #expect(info.reciprocal == UInt64.max / UInt64(info.blockSize) + 1)
         #expect(info.blocksPerPage >= 1)
         // SizeClass.computedPageSlices: the fewest slices (up to 16) giving
         // at least minBlocksPerPage blocks with at most 1/pageWasteDivisor of
@@ -48,6 +48,25 @@ import Testing
         #expect(info.pageSlices == 1 || !fits(info.pageSlices - 1), "\(info.pageSlices - 1) slices would do")
         #expect(info.magazineCapacity >= 1 && info.magazineCapacity <= Tuning.magazineSlots)
         #expect(info.depotLimit >= Tuning.depotMinMagazines)
+    }
+
+    /// Central.drain takes a block's index and the interior-pointer test
+    /// from one product with the reciprocal: both must be exact for every
+    /// offset a page can hold, block starts and the bytes around them.
+    @Test(arguments: 0..<SizeClass.count)
+    func reciprocalGivesIndexAndBlockStart(_ c: Int) {
+        let info = Globals.classInfo(c).pointee
+        let size = info.blockSize
+        let span = info.pageSlices * Tuning.sliceBytes
+        var wrong = 0
+        for q in 0..<(span / size) {
+            for r in [0, 1, 15, 16, size / 2, size - 16, size - 1] where r < size {
+                let n = q * size + r
+                let (high, low) = info.reciprocal.multipliedFullWidth(by: UInt64(n))
+                if Int(high) != q || (low < info.reciprocal) != (r == 0) { wrong += 1 }
+            }
+        }
+        #expect(wrong == 0, "class \(c) (\(size) bytes)")
     }
 
     @Test func everySmallSizeMapsToTheSmallestFittingClass() {
