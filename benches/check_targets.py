@@ -63,7 +63,8 @@ def main(path):
 
     def geo(key):
         xs = [r[key] for r in rows if not math.isnan(r[key])]
-        return math.exp(sum(math.log(x) for x in xs) / len(xs))
+        # nan when the run had no such allocator (a targeted run without hardened)
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
 
     print()
     print(f"- geometric mean, magazine throughput / mimalloc: {geo('magazine/mimalloc'):.2f} (target >= 1.0)")
