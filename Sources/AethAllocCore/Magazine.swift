@@ -109,20 +109,41 @@ struct TaggedStack: ~Copyable {
 /// travel between threads (`shared`, set for good), the depot keeps up to
 /// the class's `depotLimit`, so a producer's and a consumer's magazines
 /// meet there. Per class and by what happened, not by how many threads
-/// exist: an idle second thread does not change a busy one's depot.
+/// exist: an idle second thread does not change a busy one's depot. The
+/// simple variant keeps its pool of batches in the same slot and records
+/// sharing the same way (`notePush`, `notePop`; GlobalPool.limit).
 struct Depot: ~Copyable {
     let full: TaggedStack
     /// The thread cache (its address) that pushed last.
     let lastPusher: Atomic<UInt>
-    /// Set when a cache popped a magazine while another cache was the last
-    /// to push (a heuristic: a race between the two only delays it).
+    /// Set when a cache popped a magazine (or batch) while another cache was
+    /// the last to push (a heuristic: a race between the two only delays it).
     let shared: Atomic<Bool>
 
     /// The number of full magazines class `c`'s depot keeps.
     @inline(__always)
     static func limit(_ c: Int) -> Int {
-        Globals.depot(c).pointee.shared.load(ordering: .relaxed)
-            ? Globals.classInfo(c).pointee.depotLimit : Tuning.depotUnsharedMagazines
+        isShared(c) ? Globals.classInfo(c).pointee.depotLimit : Tuning.depotUnsharedMagazines
+    }
+
+    /// Whether blocks of class `c` have travelled between threads.
+    @inline(__always)
+    static func isShared(_ c: Int) -> Bool { Globals.depot(c).pointee.shared.load(ordering: .relaxed) }
+
+    /// Cache `tc` pushes onto class `c`'s stack.
+    @inline(__always)
+    static func notePush(_ c: Int, from tc: RawPointer) {
+        Globals.depot(c).pointee.lastPusher.store(UInt(bitPattern: tc), ordering: .relaxed)
+    }
+
+    /// Cache `tc` popped from class `c`'s stack: the class is shared from
+    /// now on if another cache pushed last.
+    @inline(__always)
+    static func notePop(_ c: Int, to tc: RawPointer) {
+        let d = Globals.depot(c)
+        if !d.pointee.shared.load(ordering: .relaxed) && d.pointee.lastPusher.load(ordering: .relaxed) != UInt(bitPattern: tc) {
+            d.pointee.shared.store(true, ordering: .relaxed)
+        }
     }
 
     /// Pushes a full magazine from cache `tc`, or returns false when the
@@ -137,7 +158,7 @@ struct Depot: ~Copyable {
     static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, from tc: RawPointer, limit: Int) -> Bool {
         let d = Globals.depot(c)
         if d.pointee.full.approximateCount() >= limit { return false }
-        d.pointee.lastPusher.store(UInt(bitPattern: tc), ordering: .relaxed)
+        notePush(c, from: tc)
         d.pointee.full.push(RawPointer(m))
         Stats.depotTransfer()
         return true
@@ -148,9 +169,7 @@ struct Depot: ~Copyable {
     static func popFull(_ c: Int, to tc: RawPointer) -> UnsafeMutablePointer<Magazine>? {
         let d = Globals.depot(c)
         guard let m = d.pointee.full.pop() else { return nil }
-        if !d.pointee.shared.load(ordering: .relaxed) && d.pointee.lastPusher.load(ordering: .relaxed) != UInt(bitPattern: tc) {
-            d.pointee.shared.store(true, ordering: .relaxed)
-        }
+        notePop(c, to: tc)
         Stats.depotTransfer()
         return m.assumingMemoryBound(to: Magazine.self)
     }

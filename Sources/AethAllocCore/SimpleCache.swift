@@ -10,7 +10,9 @@
 // When the thread holds the threshold (hot full and a spare), the spare
 // batch moves to the class's global pool in one CAS: its head and tail are
 // known, nothing is walked. Refills take the spare or pop one batch from the
-// pool, also in one CAS. The pool is a TaggedStack of batch descriptors
+// pool, also in one CAS. Until blocks of a class travel between threads, its
+// pool keeps one batch and the rest go back to their pages, which hand them
+// out again in address order (GlobalPool.limit, as the magazine depot does). The pool is a TaggedStack of batch descriptors
 // (`PoolBatch`, in the metadata arena), each naming a batch's head, tail
 // and count; the blocks themselves are never read by another thread while
 // they sit on the pool, so their segments can be unmapped like any other.
@@ -60,7 +62,7 @@ enum SimpleCache: CachePolicy {
             lists.pointee.tail = lists.pointee.spareTail
             lists.pointee.spareHead = nil
             lists.pointee.spareTail = nil
-        } else if let (head, tail, count) = GlobalPool.pop(c) {
+        } else if let (head, tail, count) = GlobalPool.pop(c, to: tc) {
             setHot(c, hot, head: head, count: count)
             lists.pointee.tail = tail
         } else {
@@ -104,7 +106,7 @@ enum SimpleCache: CachePolicy {
         if hot.pointee.count != 0 {
             // Hot is full: it becomes the spare; an older spare goes to the pool.
             if let spare = lists.pointee.spareHead {
-                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch)
+                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch, from: tc)
             }
             lists.pointee.spareHead = hot.pointee.items
             lists.pointee.spareTail = lists.pointee.tail
@@ -121,11 +123,11 @@ enum SimpleCache: CachePolicy {
             let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
             let batch = Globals.classInfo(c).pointee.simpleBatch
             if let spare = lists.pointee.spareHead {
-                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch)
+                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch, from: tc)
             }
             let n = Int(hot.pointee.count)
             if n == batch {
-                GlobalPool.push(c, head: hot.pointee.items!, tail: lists.pointee.tail!, count: batch)
+                GlobalPool.push(c, head: hot.pointee.items!, tail: lists.pointee.tail!, count: batch, from: tc)
             } else if n > 0 {
                 Central.drainList(c, head: hot.pointee.items, count: n)
             }
@@ -174,12 +176,25 @@ struct PoolBatch {
 /// the same per-class slot as the magazine variant's depot (one policy is
 /// compiled in per variant).
 enum GlobalPool {
-    /// Moves a batch of `count` blocks linked from `head` to `tail` to class
-    /// `c`'s pool; at the pool's limit, or with no memory for a descriptor,
-    /// the blocks go back to their pages instead.
-    static func push(_ c: Int, head: RawPointer, tail: RawPointer, count: Int) {
+    /// The batches class `c`'s pool keeps: `Tuning.simpleUnsharedPoolBatches`
+    /// until a thread pops a batch that another thread's cache pushed (the
+    /// depot's record, `Depot.notePop`), then the class's `simplePoolLimit`.
+    /// A pool that only hands a thread its own blocks back would hand them
+    /// out last freed first, batch after batch, and a program that frees and
+    /// rebuilds its structures would get them a little more scattered each
+    /// time; the pages hand them out in address order instead.
+    @inline(__always)
+    static func limit(_ c: Int) -> Int {
+        let full = Globals.classInfo(c).pointee.simplePoolLimit
+        return Depot.isShared(c) ? full : Swift.min(full, Tuning.simpleUnsharedPoolBatches)
+    }
+
+    /// Moves a batch of `count` blocks linked from `head` to `tail`, freed
+    /// by cache `tc`, to class `c`'s pool; at the pool's limit, or with no
+    /// memory for a descriptor, the blocks go back to their pages instead.
+    static func push(_ c: Int, head: RawPointer, tail: RawPointer, count: Int, from tc: RawPointer) {
         let stack = Globals.depot(c)
-        guard stack.pointee.full.approximateCount() < Globals.classInfo(c).pointee.simplePoolLimit,
+        guard stack.pointee.full.approximateCount() < limit(c),
             let d = PoolBatch.obtain()
         else {
             Central.drainList(c, head: head, count: count)
@@ -188,13 +203,15 @@ enum GlobalPool {
         d.pointee.head = head
         d.pointee.tail = tail
         d.pointee.count = count
+        Depot.notePush(c, from: tc)
         stack.pointee.full.push(RawPointer(d))
         Stats.depotTransfer()
     }
 
-    /// A batch from class `c`'s pool: its head, tail and count.
-    static func pop(_ c: Int) -> (RawPointer, RawPointer, Int)? {
+    /// A batch from class `c`'s pool for cache `tc`: its head, tail and count.
+    static func pop(_ c: Int, to tc: RawPointer) -> (RawPointer, RawPointer, Int)? {
         guard let raw = Globals.depot(c).pointee.full.pop() else { return nil }
+        Depot.notePop(c, to: tc)
         let d = raw.assumingMemoryBound(to: PoolBatch.self)
         let batch = (d.pointee.head!, d.pointee.tail!, d.pointee.count)
         PoolBatch.recycle(d)
@@ -204,6 +221,11 @@ enum GlobalPool {
 
     /// Every pooled batch of class `c` back to the pages (malloc_trim).
     static func drainAll(_ c: Int) {
-        while let (head, _, count) = pop(c) { Central.drainList(c, head: head, count: count) }
+        while let raw = Globals.depot(c).pointee.full.pop() {
+            let d = raw.assumingMemoryBound(to: PoolBatch.self)
+            let (head, count) = (d.pointee.head, d.pointee.count)
+            PoolBatch.recycle(d)
+            Central.drainList(c, head: head, count: count)
+        }
     }
 }

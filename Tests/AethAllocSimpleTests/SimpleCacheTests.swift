@@ -15,9 +15,17 @@ import Testing
     let c = SizeClass.computedIndex(of: 1024)
     var batch: Int { Globals.classInfo(c).pointee.simpleBatch }
 
+    /// A cache by address only, for pushes and pops outside a thread's
+    /// cache: the pool never reads it.
+    let someCache = UnsafeMutableRawPointer(bitPattern: 0x1000)!
+
+    /// The pool empty, and its class marked as shared (blocks travel
+    /// between threads), so it keeps up to its full limit; the unshared
+    /// limit has a test of its own.
     init() {
         Runtime.ensureInitialized()
         GlobalPool.drainAll(c)
+        Globals.depot(c).pointee.shared.store(true, ordering: .relaxed)
     }
 
     /// A cache that belongs to no thread, so only the test moves its lists.
@@ -125,7 +133,7 @@ import Testing
             // 2. A batch from the pool.
             let pooled = blocksFromPages(c, batch)
             let (head, tail) = linkBatch(pooled)
-            GlobalPool.push(c, head: head, tail: tail, count: batch)
+            GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
             #expect(poolCount(c) == pool0 + 1)
             #expect(try #require(SimpleCache.refill(tc, c)) == head)
             #expect(poolCount(c) == pool0)
@@ -182,7 +190,7 @@ import Testing
         for _ in 0..<3 {
             let blocks = blocksFromPages(c, batch)
             let (head, tail) = linkBatch(blocks)
-            GlobalPool.push(c, head: head, tail: tail, count: batch)
+            GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
             batches.append(blocks)
         }
         #expect(poolCount(c) == 3)
@@ -190,13 +198,13 @@ import Testing
         // next push takes it from there: no new metadata is carved.
         let top = try #require(poolTop(c))
         let empty0 = Globals.emptyBatches.pointee.approximateCount()
-        let (head, tail, count) = try #require(GlobalPool.pop(c))
+        let (head, tail, count) = try #require(GlobalPool.pop(c, to: someCache))
         #expect(head == batches[2].first && tail == batches[2].last && count == batch)
         #expect(Globals.emptyBatches.pointee.approximateCount() == empty0 + 1)
         Lock.acquire(MetadataArena.lockWord)
         let cursor = Globals.arena.pointee.cursor
         Lock.release(MetadataArena.lockWord)
-        GlobalPool.push(c, head: head, tail: tail, count: count)
+        GlobalPool.push(c, head: head, tail: tail, count: count, from: someCache)
         #expect(poolTop(c) == top)
         #expect(Globals.emptyBatches.pointee.approximateCount() == empty0)
         Lock.acquire(MetadataArena.lockWord)
@@ -207,7 +215,7 @@ import Testing
         let usedBefore = usedBlocks(of: all, sizeClass: c)
         GlobalPool.drainAll(c)
         #expect(poolCount(c) == 0)
-        #expect(GlobalPool.pop(c) == nil)
+        #expect(GlobalPool.pop(c, to: someCache) == nil)
         #expect(usedBefore - usedBlocks(of: all, sizeClass: c) == all.count)
         #expect(all.allSatisfy { pageIsValid($0, sizeClass: c) })
     }
@@ -219,7 +227,7 @@ import Testing
         let usedBefore = usedBlocks(of: all, sizeClass: c)
         for k in 0..<(limit + 3) {
             let (head, tail) = linkBatch(Array(all[(k * batch)..<((k + 1) * batch)]))
-            GlobalPool.push(c, head: head, tail: tail, count: batch)
+            GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
         }
         #expect(poolCount(c) == limit)
         // The three batches past the limit went back to their pages.
@@ -227,6 +235,53 @@ import Testing
         #expect(all.allSatisfy { pageIsValid($0, sizeClass: c) })
         GlobalPool.drainAll(c)
         #expect(usedBlocks(of: all, sizeClass: c) == usedBefore - all.count)
+    }
+
+    /// Until a cache pops a batch another cache pushed, the pool keeps
+    /// Tuning.simpleUnsharedPoolBatches and sends the rest to the pages;
+    /// then it keeps its class's full limit.
+    @Test func thePoolGrowsOnceItsBlocksChangeThreads() throws {
+        let limit = Globals.classInfo(c).pointee.simplePoolLimit
+        let unshared = Tuning.simpleUnsharedPoolBatches
+        try #require(limit > unshared + 1)
+        let d = Globals.depot(c)
+        d.pointee.shared.store(false, ordering: .relaxed)
+        defer { d.pointee.shared.store(true, ordering: .relaxed) }
+        let a = UnsafeMutableRawPointer(bitPattern: 0x1000)!, b = UnsafeMutableRawPointer(bitPattern: 0x2000)!
+        var all: [UnsafeMutableRawPointer] = []
+        /// Pushes batches from `tc` until one goes to the pages; returns
+        /// how many the pool took.
+        func pushUntilRefused(from tc: UnsafeMutableRawPointer) -> Int {
+            var accepted = 0
+            while accepted <= limit {
+                let blocks = blocksFromPages(c, batch)
+                all += blocks
+                let used = usedBlocks(of: blocks, sizeClass: c)
+                let (head, tail) = linkBatch(blocks)
+                let before = poolCount(c)
+                GlobalPool.push(c, head: head, tail: tail, count: batch, from: tc)
+                if poolCount(c) == before {
+                    #expect(used - usedBlocks(of: blocks, sizeClass: c) == batch, "a refused batch goes to its pages")
+                    return accepted
+                }
+                accepted += 1
+            }
+            return accepted
+        }
+        #expect(pushUntilRefused(from: a) == unshared)
+        // The cache that pushed takes a batch back: still unshared.
+        let own = try #require(GlobalPool.pop(c, to: a))
+        #expect(!Depot.isShared(c))
+        GlobalPool.push(c, head: own.0, tail: own.1, count: own.2, from: a)
+        #expect(poolCount(c) == unshared)
+        // Another cache takes one: from now on, the full limit.
+        let other = try #require(GlobalPool.pop(c, to: b))
+        #expect(Depot.isShared(c))
+        GlobalPool.push(c, head: other.0, tail: other.1, count: other.2, from: b)
+        #expect(pushUntilRefused(from: b) == limit - unshared)
+        #expect(poolCount(c) == limit)
+        GlobalPool.drainAll(c)
+        #expect(all.allSatisfy { pageIsValid($0, sizeClass: c) })
     }
 
     /// Producers allocate, consumers free what the producers allocated, so
@@ -336,7 +391,7 @@ import Testing
         let usedBefore = usedBlocks(of: blocks, sizeClass: c)
         let pool0 = poolCount(c)
         FaultPlan.set(.mmap, every: 1)
-        GlobalPool.push(c, head: head, tail: tail, count: batch)
+        GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
         let injected = FaultPlan.injected(.mmap)
         FaultPlan.reset()
         #expect(injected >= 1, "the push did not need a new mapping")
