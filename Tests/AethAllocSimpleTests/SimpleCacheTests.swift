@@ -56,9 +56,12 @@ import Testing
             let probe = blocksFromPages(c, 1)[0]
             #expect(!SimpleCache.push(hot, probe))
             ThreadCache.deallocateDirect(probe, c)
-            // With an empty pool, a refill takes half a batch from the pages.
+            // With an empty pool, a refill takes half a batch from the
+            // pages, at most what its buffer holds.
+            let want = SimpleCache.pageRefillBlocks(c)
+            #expect(want == min(batch / 2, RefillBuffer.slots))
+            #expect(RefillBuffer.slots * MemoryLayout<UnsafeMutableRawPointer?>.stride == MemoryLayout<RefillBuffer>.size)
             let first = try #require(SimpleCache.refill(tc, c))
-            let want = max(1, min(batch / 2, 256))
             #expect(Int(hot.pointee.count) == want - 1)
             #expect(Int(hot.pointee.capacity) == batch)
             let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
@@ -144,7 +147,7 @@ import Testing
             // 3. The pages.
             let usedBefore = usedBlocks(of: out, sizeClass: c)
             out.append(try #require(SimpleCache.refill(tc, c)))
-            #expect(Int(hot.pointee.count) == max(1, min(batch / 2, 256)) - 1)
+            #expect(Int(hot.pointee.count) == SimpleCache.pageRefillBlocks(c) - 1)
             #expect(usedBlocks(of: out, sizeClass: c) >= usedBefore)
             #expect(Set(out.map { UInt(bitPattern: $0) }).count == out.count, "a block was handed out twice")
             for b in out { ThreadCache.deallocateDirect(b, c) }
@@ -172,7 +175,7 @@ import Testing
             GlobalPool.drainAll(c)
             held = [try #require(SimpleCache.refill(tc, c))]
             let partial = walk(hot.pointee.items, limit: batch)
-            #expect(partial.count == max(1, min(batch / 2, 256)) - 1)
+            #expect(partial.count == SimpleCache.pageRefillBlocks(c) - 1)
             let usedBefore = usedBlocks(of: partial, sizeClass: c)
             SimpleCache.flushAll(tc)
             #expect(poolCount(c) == 0)
