@@ -26,6 +26,14 @@ def label(params, bench):
     return " ".join(parts)
 
 
+def primary(run, prim):
+    """A run's primary metric; `wall_seconds` (benches that report neither
+    throughput nor time, such as idle_reclaim) is the process's wall time."""
+    if prim == "wall_seconds" and prim not in run["metrics"]:
+        return run["wallSeconds"]
+    return run["metrics"][prim]
+
+
 def main(path):
     data = json.load(open(path))
     rows = []
@@ -37,7 +45,7 @@ def main(path):
                 by.setdefault(r["allocator"], []).append(r)
         if "magazine" not in by or not all(p in by for p in PEERS):
             continue
-        val = {a: statistics.median(r["metrics"][prim] for r in rs) for a, rs in by.items()}
+        val = {a: statistics.median(primary(r, prim) for r in rs) for a, rs in by.items()}
         rss = {a: statistics.median(r["maxRSSKB"] for r in rs) for a, rs in by.items()}
 
         def speed(a, ref):  # > 1 means `a` is faster than `ref`

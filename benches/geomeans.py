@@ -22,7 +22,7 @@ import json
 import math
 import statistics
 
-from check_targets import label  # the scenario labels check_targets.py prints
+from check_targets import label, primary  # as check_targets.py reads them
 
 
 def main():
@@ -51,7 +51,7 @@ def main():
                 by.setdefault(r["allocator"], []).append(r)
         if not all(p in by for p in pool):
             continue
-        val = {n: statistics.median(r["metrics"][prim] for r in rs) for n, rs in by.items()}
+        val = {n: statistics.median(primary(r, prim) for r in rs) for n, rs in by.items()}
         rss = {n: statistics.median(r["maxRSSKB"] for r in rs) for n, rs in by.items()}
         ratios = {}
         for n in by:

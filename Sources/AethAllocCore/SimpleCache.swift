@@ -12,10 +12,11 @@
 // known, nothing is walked. Refills take the spare or pop one batch from the
 // pool, also in one CAS. Until blocks of a class travel between threads, its
 // pool keeps one batch and the rest go back to their pages, which hand them
-// out again in address order (GlobalPool.limit, as the magazine depot does). The pool is a TaggedStack of batch descriptors
-// (`PoolBatch`, in the metadata arena), each naming a batch's head, tail
-// and count; the blocks themselves are never read by another thread while
-// they sit on the pool, so their segments can be unmapped like any other.
+// out again in address order (GlobalPool.limit, as the magazine depot does).
+// The pool is a TaggedStack of batch descriptors (`PoolBatch`, in the
+// metadata arena), each naming a batch's head, tail and count; the blocks
+// themselves are never read by another thread while they sit on the pool,
+// so their segments can be unmapped like any other.
 //
 // The hot list's tail is known because the fast path never pushes onto an
 // empty list (the push test `count - 1 < capacity - 1` fails for count 0): the
@@ -235,6 +236,8 @@ enum GlobalPool {
     }
 
     /// Every pooled batch of class `c` back to the pages (malloc_trim).
+    /// Not through `pop`: a trim hands no blocks to a thread, so it does not
+    /// mark the class shared.
     static func drainAll(_ c: Int) {
         while let raw = Globals.depot(c).pointee.full.pop() {
             let d = raw.assumingMemoryBound(to: PoolBatch.self)
