@@ -278,18 +278,16 @@ struct Central {
     }
 
     /// Returns `n` blocks of class `c` linked through their first word,
-    /// starting at `head`, to their pages.
+    /// starting at `head`, to their pages, a BlockBuffer at a time.
     static func drainList(_ c: Int, head: RawPointer?, count n: Int) {
-        var buffer: (RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
-                     RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?) =
-            (nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil)
+        var buffer = BlockBuffer()
         var next = head
         var left = n
         withUnsafeMutableBytes(of: &buffer) { raw in
             let slots = raw.baseAddress!.assumingMemoryBound(to: RawPointer?.self)
             while left > 0 {
                 var k = 0
-                while k < 16 && left > 0, let b = next {
+                while k < BlockBuffer.slots && left > 0, let b = next {
                     next = b.load(as: RawPointer?.self)
                     slots[k] = b
                     k += 1
@@ -342,4 +340,22 @@ struct Central {
         page.pointee.prev = nil
         page.pointee.listed = false
     }
+}
+
+/// Room on the stack for a chunk of block pointers that goes to or comes
+/// from the pages in one `fill` or `drain` (the simple variant's refills and
+/// Central.drainList).
+struct BlockBuffer {
+    var slots: (
+        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
+        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?
+    ) = (
+        nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+        nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
+    )
+
+    /// The pointers it holds.
+    static var slots: Int { MemoryLayout<BlockBuffer>.size / MemoryLayout<RawPointer?>.stride }
 }

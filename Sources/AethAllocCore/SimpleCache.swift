@@ -68,7 +68,7 @@ enum SimpleCache: CachePolicy {
             lists.pointee.tail = tail
         } else {
             // From the pages, linked as they come (pageRefillBlocks).
-            var buffer = RefillBuffer()
+            var buffer = BlockBuffer()
             var head: RawPointer? = nil
             var tail: RawPointer? = nil
             let got = withUnsafeMutableBytes(of: &buffer) { raw in
@@ -90,13 +90,13 @@ enum SimpleCache: CachePolicy {
     }
 
     /// The blocks a refill takes from the pages: half a batch, and at most
-    /// a RefillBuffer. A thread that allocates a few blocks of many classes
+    /// a BlockBuffer. A thread that allocates a few blocks of many classes
     /// and exits (thread_churn) carves, links and at exit walks back only
     /// that many per class, and the pages' lock is still taken once per
     /// refill. (At 256 blocks, thread_churn concurrent=2 took 2.1x the time
     /// it takes at 32.)
     static func pageRefillBlocks(_ c: Int) -> Int {
-        max(1, min(Globals.classInfo(c).pointee.simpleBatch / 2, RefillBuffer.slots))
+        max(1, min(Globals.classInfo(c).pointee.simpleBatch / 2, BlockBuffer.slots))
     }
 
     static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer) {
@@ -149,22 +149,6 @@ enum SimpleCache: CachePolicy {
             items: head, count: Int32(truncatingIfNeeded: count),
             capacity: Int32(truncatingIfNeeded: Globals.classInfo(c).pointee.simpleBatch))
     }
-}
-
-/// Room for the blocks of one refill from the pages, on the stack.
-struct RefillBuffer {
-    var slots: (
-        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
-        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
-        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?,
-        RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?, RawPointer?
-    ) = (
-        nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
-        nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
-    )
-
-    /// The pointers it holds.
-    static var slots: Int { MemoryLayout<RefillBuffer>.size / MemoryLayout<RawPointer?>.stride }
 }
 
 /// One batch on a pool: a descriptor carved from the metadata arena, which

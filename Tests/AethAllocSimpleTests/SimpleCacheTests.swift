@@ -59,8 +59,8 @@ import Testing
             // With an empty pool, a refill takes half a batch from the
             // pages, at most what its buffer holds.
             let want = SimpleCache.pageRefillBlocks(c)
-            #expect(want == min(batch / 2, RefillBuffer.slots))
-            #expect(RefillBuffer.slots * MemoryLayout<UnsafeMutableRawPointer?>.stride == MemoryLayout<RefillBuffer>.size)
+            #expect(want == min(batch / 2, BlockBuffer.slots))
+            #expect(BlockBuffer.slots * MemoryLayout<UnsafeMutableRawPointer?>.stride == MemoryLayout<BlockBuffer>.size)
             let first = try #require(SimpleCache.refill(tc, c))
             #expect(Int(hot.pointee.count) == want - 1)
             #expect(Int(hot.pointee.capacity) == batch)
