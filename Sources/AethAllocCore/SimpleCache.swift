@@ -4,35 +4,37 @@
 // blocks' first word, in two halves of B blocks each (B = half the
 // anti-hoarding threshold, SizeClass.computedSimpleBatch):
 //
-//   hot    head -> ... -> tail       the fast paths push and pop here (<= B)
-//   spare  a complete batch of B     head and tail known
+//   hot    head -> ... -> nil        the fast paths push and pop here (<= B)
+//   spare  a complete batch of B     its head
 //
 // When the thread holds the threshold (hot full and a spare), the spare
-// batch moves to the class's global pool in one CAS: its head and tail are
+// batch moves to the class's global pool in one CAS: its head and count are
 // known, nothing is walked. Refills take the spare or pop one batch from the
 // pool, also in one CAS. Until blocks of a class travel between threads, its
 // pool keeps one batch and the rest go back to their pages, which hand them
 // out again in address order (GlobalPool.limit, as the magazine depot does).
 // The pool is a TaggedStack of batch descriptors (`PoolBatch`, in the
-// metadata arena), each naming a batch's head, tail and count; the blocks
+// metadata arena), each naming a batch's head and count; the blocks
 // themselves are never read by another thread while they sit on the pool,
 // so their segments can be unmapped like any other.
 //
-// The hot list's tail is known because the fast path never pushes onto an
-// empty list (the push test `count - 1 < capacity - 1` fails for count 0): the
-// slow path does, and records the tail. A pop that empties the list
-// invalidates the tail, and the next push is again a slow one.
+// The fast push takes a block whenever the hot list is below its capacity,
+// empty included: a program that frees a block and allocates one of the same
+// class, again and again, with its list empty (a ring of packets, a queue
+// whose length stays put) stays on the fast paths. The capacity is 0 only
+// while the thread has no list of the class yet.
+//
+// Invariants: hot.count <= hot.capacity; hot.count blocks hang from
+// hot.items, the last one linking to nil; a spare, if any, holds exactly B.
 
 struct SimpleLists {
-    var tail: RawPointer?
     var spareHead: RawPointer?
-    var spareTail: RawPointer?
 }
 
 enum SimpleCache: CachePolicy {
     // Fast-path budget (x86-64, after inlining into malloc/free):
     //   pop:  load count, test, load head, load head.next, 2 stores
-    //   push: load count, load capacity, one unsigned compare, load head, 3 stores
+    //   push: load count, load capacity, compare, load head, 3 stores
     @inline(__always)
     static func take(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer {
         // Loaded as a non-optional pointer: `unsafelyUnwrapped` would leave
@@ -46,7 +48,7 @@ enum SimpleCache: CachePolicy {
     @inline(__always)
     static func push(_ e: UnsafeMutablePointer<CacheEntry>, _ p: RawPointer) -> Bool {
         let n = e.pointee.count
-        if UInt32(bitPattern: n &- 1) >= UInt32(bitPattern: e.pointee.capacity &- 1) { return false }
+        if n >= e.pointee.capacity { return false }
         p.storeBytes(of: e.pointee.items, as: RawPointer?.self)
         e.pointee.items = p
         e.pointee.count = n &+ 1
@@ -60,31 +62,25 @@ enum SimpleCache: CachePolicy {
         let batch = Globals.classInfo(c).pointee.simpleBatch
         if let spare = lists.pointee.spareHead {
             setHot(c, hot, head: spare, count: batch)
-            lists.pointee.tail = lists.pointee.spareTail
             lists.pointee.spareHead = nil
-            lists.pointee.spareTail = nil
-        } else if let (head, tail, count) = GlobalPool.pop(c, to: tc) {
+        } else if let (head, count) = GlobalPool.pop(c, to: tc) {
             setHot(c, hot, head: head, count: count)
-            lists.pointee.tail = tail
         } else {
             // From the pages, linked as they come (pageRefillBlocks).
             var buffer = BlockBuffer()
             var head: RawPointer? = nil
-            var tail: RawPointer? = nil
             let got = withUnsafeMutableBytes(of: &buffer) { raw in
                 let slots = raw.baseAddress!.assumingMemoryBound(to: RawPointer?.self)
                 let n = Central.fill(c, into: slots, max: pageRefillBlocks(c))
                 for i in 0..<n {
                     let b = slots[i]!
                     b.storeBytes(of: head, as: RawPointer?.self)
-                    if head == nil { tail = b }
                     head = b
                 }
                 return n
             }
             if got == 0 { return nil }
             setHot(c, hot, head: head, count: got)
-            lists.pointee.tail = tail
         }
         return pop(hot)
     }
@@ -101,20 +97,20 @@ enum SimpleCache: CachePolicy {
 
     static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer) {
         let hot = ThreadCache.hot(tc, c)
+        // The fast path found the list full or not set up; a trim on the way
+        // here (ThreadCache.honorTrim) may have emptied it since.
+        if push(hot, p) { return }
         let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
-        let batch = Globals.classInfo(c).pointee.simpleBatch
         if hot.pointee.count != 0 {
             // Hot is full: it becomes the spare; an older spare goes to the pool.
             if let spare = lists.pointee.spareHead {
-                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch, from: tc)
+                GlobalPool.push(c, head: spare, count: Globals.classInfo(c).pointee.simpleBatch, from: tc)
             }
             lists.pointee.spareHead = hot.pointee.items
-            lists.pointee.spareTail = lists.pointee.tail
         }
-        // Start a new hot list with p as its tail.
+        // A new hot list of one block.
         p.storeBytes(of: nil, as: RawPointer?.self)
         setHot(c, hot, head: p, count: 1)
-        lists.pointee.tail = p
     }
 
     static func flushAll(_ tc: RawPointer) {
@@ -123,15 +119,15 @@ enum SimpleCache: CachePolicy {
             let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
             let batch = Globals.classInfo(c).pointee.simpleBatch
             if let spare = lists.pointee.spareHead {
-                GlobalPool.push(c, head: spare, tail: lists.pointee.spareTail!, count: batch, from: tc)
+                GlobalPool.push(c, head: spare, count: batch, from: tc)
             }
             let n = Int(hot.pointee.count)
             if n == batch {
-                GlobalPool.push(c, head: hot.pointee.items!, tail: lists.pointee.tail!, count: batch, from: tc)
+                GlobalPool.push(c, head: hot.pointee.items!, count: batch, from: tc)
             } else if n > 0 {
                 Central.drainList(c, head: hot.pointee.items, count: n)
             }
-            lists.pointee = SimpleLists(tail: nil, spareHead: nil, spareTail: nil)
+            lists.pointee = SimpleLists(spareHead: nil)
             hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
         }
     }
@@ -159,7 +155,6 @@ struct PoolBatch {
     /// Link on a TaggedStack (atomic word).
     var next: UInt
     var head: RawPointer?
-    var tail: RawPointer?
     var count: Int
 
     static func obtain() -> UnsafeMutablePointer<PoolBatch>? {
@@ -189,10 +184,10 @@ enum GlobalPool {
         return Depot.isShared(c) ? full : Swift.min(full, Tuning.simpleUnsharedPoolBatches)
     }
 
-    /// Moves a batch of `count` blocks linked from `head` to `tail`, freed
-    /// by cache `tc`, to class `c`'s pool; at the pool's limit, or with no
+    /// Moves a batch of `count` blocks linked from `head`, freed by cache
+    /// `tc`, to class `c`'s pool; at the pool's limit, or with no
     /// memory for a descriptor, the blocks go back to their pages instead.
-    static func push(_ c: Int, head: RawPointer, tail: RawPointer, count: Int, from tc: RawPointer) {
+    static func push(_ c: Int, head: RawPointer, count: Int, from tc: RawPointer) {
         let stack = Globals.depot(c)
         guard stack.pointee.full.approximateCount() < limit(c),
             let d = PoolBatch.obtain()
@@ -201,19 +196,18 @@ enum GlobalPool {
             return
         }
         d.pointee.head = head
-        d.pointee.tail = tail
         d.pointee.count = count
         Depot.notePush(c, from: tc)
         stack.pointee.full.push(RawPointer(d))
         Stats.depotTransfer()
     }
 
-    /// A batch from class `c`'s pool for cache `tc`: its head, tail and count.
-    static func pop(_ c: Int, to tc: RawPointer) -> (RawPointer, RawPointer, Int)? {
+    /// A batch from class `c`'s pool for cache `tc`: its head and count.
+    static func pop(_ c: Int, to tc: RawPointer) -> (RawPointer, Int)? {
         guard let raw = Globals.depot(c).pointee.full.pop() else { return nil }
         Depot.notePop(c, to: tc)
         let d = raw.assumingMemoryBound(to: PoolBatch.self)
-        let batch = (d.pointee.head!, d.pointee.tail!, d.pointee.count)
+        let batch = (d.pointee.head!, d.pointee.count)
         PoolBatch.recycle(d)
         Stats.depotTransfer()
         return batch

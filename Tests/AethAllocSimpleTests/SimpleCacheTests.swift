@@ -52,7 +52,7 @@ import Testing
         try withPrivateCache { tc in
             let hot = ThreadCache.hot(tc, c)
             #expect(SimpleCache.pop(hot) == nil)
-            // The fast path never pushes onto an empty list (its tail is unknown).
+            // No list of the class yet (capacity 0): the fast path refuses.
             let probe = blocksFromPages(c, 1)[0]
             #expect(!SimpleCache.push(hot, probe))
             ThreadCache.deallocateDirect(probe, c)
@@ -64,10 +64,8 @@ import Testing
             let first = try #require(SimpleCache.refill(tc, c))
             #expect(Int(hot.pointee.count) == want - 1)
             #expect(Int(hot.pointee.capacity) == batch)
-            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
             let chain = walk(hot.pointee.items, limit: batch + 1)
             #expect(chain.count == want - 1)
-            #expect(chain.last == lists.pointee.tail)
             #expect(Set((chain + [first]).map { UInt(bitPattern: $0) }).count == want)
             // Last in, first out.
             #expect(SimpleCache.push(hot, first))
@@ -75,6 +73,36 @@ import Testing
             #expect(Int(hot.pointee.count) == want - 1)
             #expect(pageIsValid(first, sizeClass: c))
             ThreadCache.deallocateDirect(first, c)
+        }
+    }
+
+    /// A thread that frees a block and allocates one of the same class, in
+    /// turn, with its list empty (a ring of packets) stays on the fast
+    /// paths: the push onto the empty list is a fast one.
+    @Test func anEmptiedListTakesFastPushes() throws {
+        try withPrivateCache { tc in
+            let hot = ThreadCache.hot(tc, c)
+            var held = [try #require(SimpleCache.refill(tc, c))]
+            while let b = SimpleCache.pop(hot) { held.append(b) }
+            #expect(hot.pointee.count == 0 && hot.pointee.items == nil && Int(hot.pointee.capacity) == batch)
+            for round in 0..<3 {
+                let b = held[round]
+                #expect(SimpleCache.push(hot, b), "a push onto the emptied list took the slow path")
+                #expect(hot.pointee.count == 1 && hot.pointee.items == b)
+                #expect(b.load(as: UnsafeMutableRawPointer?.self) == nil, "the only block of a list links to nil")
+                #expect(SimpleCache.pop(hot) == b)
+                #expect(hot.pointee.count == 0 && hot.pointee.items == nil)
+            }
+            // The slow path, reached with room on the list (a trim emptied it
+            // on the way), pushes as the fast path would: a list that is not
+            // full never becomes the spare, which holds a whole batch.
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            #expect(SimpleCache.push(hot, held[1]))
+            SimpleCache.flush(tc, c, held[0])
+            #expect(hot.pointee.count == 2 && walk(hot.pointee.items, limit: 3) == [held[0], held[1]])
+            #expect(lists.pointee.spareHead == nil)
+            #expect(SimpleCache.pop(hot) == held[0] && SimpleCache.pop(hot) == held[1])
+            for b in held { ThreadCache.deallocateDirect(b, c) }
         }
     }
 
@@ -87,15 +115,16 @@ import Testing
             _ = fillHot(hot)
             #expect(Int(hot.pointee.count) == batch)
             let firstHead = try #require(hot.pointee.items)
-            let firstTail = try #require(lists.pointee.tail)
+            let firstBatch = walk(firstHead, limit: batch + 1)
+            #expect(firstBatch.count == batch)
             // Full hot list, no spare: the hot list becomes the spare.
             let pool0 = poolCount(c)
             let p1 = blocksFromPages(c, 1)[0]
             SimpleCache.flush(tc, c, p1)
             #expect(poolCount(c) == pool0)
             #expect(lists.pointee.spareHead == firstHead)
-            #expect(lists.pointee.spareTail == firstTail)
-            #expect(hot.pointee.items == p1 && hot.pointee.count == 1 && lists.pointee.tail == p1)
+            #expect(hot.pointee.items == p1 && hot.pointee.count == 1)
+            #expect(p1.load(as: UnsafeMutableRawPointer?.self) == nil)
             // Threshold (full hot list and a spare): the spare goes to the pool whole.
             _ = fillHot(hot)
             let secondHead = try #require(hot.pointee.items)
@@ -104,11 +133,8 @@ import Testing
             #expect(poolCount(c) == pool0 + 1)
             let d = try #require(poolTop(c))
             #expect(d.pointee.head == firstHead)
-            #expect(d.pointee.tail == firstTail)
             #expect(d.pointee.count == batch)
-            let pooled = walk(d.pointee.head, limit: batch + 1)
-            #expect(pooled.count == batch)
-            #expect(pooled.last == firstTail)
+            #expect(walk(d.pointee.head, limit: batch + 1) == firstBatch)
             #expect(lists.pointee.spareHead == secondHead)
             #expect(hot.pointee.count == 1)
         }
@@ -129,19 +155,19 @@ import Testing
             let pool0 = poolCount(c)
             #expect(try #require(SimpleCache.refill(tc, c)) == spare)
             #expect(Int(hot.pointee.count) == batch - 1)
-            #expect(lists.pointee.spareHead == nil && lists.pointee.spareTail == nil)
+            #expect(lists.pointee.spareHead == nil)
             #expect(poolCount(c) == pool0)
             out.append(spare)
             while let b = SimpleCache.pop(hot) { out.append(b) }
             // 2. A batch from the pool.
             let pooled = blocksFromPages(c, batch)
-            let (head, tail) = linkBatch(pooled)
-            GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
+            let head = linkBatch(pooled)
+            GlobalPool.push(c, head: head, count: batch, from: someCache)
             #expect(poolCount(c) == pool0 + 1)
             #expect(try #require(SimpleCache.refill(tc, c)) == head)
             #expect(poolCount(c) == pool0)
             #expect(Int(hot.pointee.count) == batch - 1)
-            #expect(lists.pointee.tail == tail)
+            #expect(walk(hot.pointee.items, limit: batch) == Array(pooled.dropFirst()))
             out.append(head)
             while let b = SimpleCache.pop(hot) { out.append(b) }
             // 3. The pages.
@@ -169,7 +195,7 @@ import Testing
             SimpleCache.flushAll(tc)
             #expect(poolCount(c) == pool0 + 2)
             #expect(hot.pointee.items == nil && hot.pointee.count == 0 && hot.pointee.capacity == 0)
-            #expect(lists.pointee.tail == nil && lists.pointee.spareHead == nil && lists.pointee.spareTail == nil)
+            #expect(lists.pointee.spareHead == nil)
             // A partial hot list (refilled from the pages: the pool is
             // emptied first) goes back to its pages, not to the pool.
             GlobalPool.drainAll(c)
@@ -192,8 +218,7 @@ import Testing
         var batches: [[UnsafeMutableRawPointer]] = []
         for _ in 0..<3 {
             let blocks = blocksFromPages(c, batch)
-            let (head, tail) = linkBatch(blocks)
-            GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
+            GlobalPool.push(c, head: linkBatch(blocks), count: batch, from: someCache)
             batches.append(blocks)
         }
         #expect(poolCount(c) == 3)
@@ -201,13 +226,14 @@ import Testing
         // next push takes it from there: no new metadata is carved.
         let top = try #require(poolTop(c))
         let empty0 = Globals.emptyBatches.pointee.approximateCount()
-        let (head, tail, count) = try #require(GlobalPool.pop(c, to: someCache))
-        #expect(head == batches[2].first && tail == batches[2].last && count == batch)
+        let (head, count) = try #require(GlobalPool.pop(c, to: someCache))
+        #expect(head == batches[2].first && count == batch)
+        #expect(walk(head, limit: batch + 1) == batches[2])
         #expect(Globals.emptyBatches.pointee.approximateCount() == empty0 + 1)
         Lock.acquire(MetadataArena.lockWord)
         let cursor = Globals.arena.pointee.cursor
         Lock.release(MetadataArena.lockWord)
-        GlobalPool.push(c, head: head, tail: tail, count: count, from: someCache)
+        GlobalPool.push(c, head: head, count: count, from: someCache)
         #expect(poolTop(c) == top)
         #expect(Globals.emptyBatches.pointee.approximateCount() == empty0)
         Lock.acquire(MetadataArena.lockWord)
@@ -229,8 +255,8 @@ import Testing
         for _ in 0..<(limit + 3) { all += blocksFromPages(c, batch) }
         let usedBefore = usedBlocks(of: all, sizeClass: c)
         for k in 0..<(limit + 3) {
-            let (head, tail) = linkBatch(Array(all[(k * batch)..<((k + 1) * batch)]))
-            GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
+            let head = linkBatch(Array(all[(k * batch)..<((k + 1) * batch)]))
+            GlobalPool.push(c, head: head, count: batch, from: someCache)
         }
         #expect(poolCount(c) == limit)
         // The three batches past the limit went back to their pages.
@@ -260,9 +286,9 @@ import Testing
                 let blocks = blocksFromPages(c, batch)
                 all += blocks
                 let used = usedBlocks(of: blocks, sizeClass: c)
-                let (head, tail) = linkBatch(blocks)
+                let head = linkBatch(blocks)
                 let before = poolCount(c)
-                GlobalPool.push(c, head: head, tail: tail, count: batch, from: tc)
+                GlobalPool.push(c, head: head, count: batch, from: tc)
                 if poolCount(c) == before {
                     #expect(used - usedBlocks(of: blocks, sizeClass: c) == batch, "a refused batch goes to its pages")
                     return accepted
@@ -275,12 +301,12 @@ import Testing
         // The cache that pushed takes a batch back: still unshared.
         let own = try #require(GlobalPool.pop(c, to: a))
         #expect(!Depot.isShared(c))
-        GlobalPool.push(c, head: own.0, tail: own.1, count: own.2, from: a)
+        GlobalPool.push(c, head: own.0, count: own.1, from: a)
         #expect(poolCount(c) == unshared)
         // Another cache takes one: from now on, the full limit.
         let other = try #require(GlobalPool.pop(c, to: b))
         #expect(Depot.isShared(c))
-        GlobalPool.push(c, head: other.0, tail: other.1, count: other.2, from: b)
+        GlobalPool.push(c, head: other.0, count: other.1, from: b)
         #expect(pushUntilRefused(from: b) == limit - unshared)
         #expect(poolCount(c) == limit)
         GlobalPool.drainAll(c)
@@ -390,11 +416,11 @@ import Testing
         Lock.release(MetadataArena.lockWord)
         if left > 0 { _ = try #require(MetadataArena.allocate(bytes: left)) }
         let blocks = blocksFromPages(c, batch)
-        let (head, tail) = linkBatch(blocks)
+        let head = linkBatch(blocks)
         let usedBefore = usedBlocks(of: blocks, sizeClass: c)
         let pool0 = poolCount(c)
         FaultPlan.set(.mmap, every: 1)
-        GlobalPool.push(c, head: head, tail: tail, count: batch, from: someCache)
+        GlobalPool.push(c, head: head, count: batch, from: someCache)
         let injected = FaultPlan.injected(.mmap)
         FaultPlan.reset()
         #expect(injected >= 1, "the push did not need a new mapping")

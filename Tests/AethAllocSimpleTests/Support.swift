@@ -73,12 +73,12 @@ func blocksFromPages(_ c: Int, _ n: Int) -> [UnsafeMutableRawPointer] {
     return out
 }
 
-/// Links `blocks` through their first word, in order; returns head and tail.
-func linkBatch(_ blocks: [UnsafeMutableRawPointer]) -> (head: UnsafeMutableRawPointer, tail: UnsafeMutableRawPointer) {
+/// Links `blocks` through their first word, in order, the last to nil; returns the head.
+func linkBatch(_ blocks: [UnsafeMutableRawPointer]) -> UnsafeMutableRawPointer {
     for i in 0..<blocks.count {
         blocks[i].storeBytes(of: i + 1 < blocks.count ? blocks[i + 1] : nil, as: UnsafeMutableRawPointer?.self)
     }
-    return (blocks.first!, blocks.last!)
+    return blocks.first!
 }
 
 /// The blocks of a list linked through their first word (at most `limit`).
