@@ -221,6 +221,9 @@ enum OS {
     }
     @inline(__always) static func yield() { aeth_yield() }
     @inline(__always) static func cpuRelax() { aeth_cpu_relax() }
+    /// A hint to load the line at `p` into the cache; never faults (nil and
+    /// stale addresses included).
+    @inline(__always) static func prefetch(_ p: UnsafeRawPointer?) { aeth_prefetch(p) }
 
     // ---- time and randomness ---------------------------------------------------
 

@@ -40,8 +40,10 @@ enum SimpleCache: CachePolicy {
         // Loaded as a non-optional pointer: `unsafelyUnwrapped` would leave
         // a test for nil on the fast path.
         let p = UnsafeRawPointer(e).load(fromByteOffset: CacheEntry.itemsOffset, as: RawPointer.self)
-        e.pointee.items = p.load(as: RawPointer?.self)
+        let next = p.load(as: RawPointer?.self)
+        e.pointee.items = next
         e.pointee.count &-= 1
+        OS.prefetch(next)
         return p
     }
 

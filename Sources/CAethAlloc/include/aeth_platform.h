@@ -73,6 +73,11 @@ static inline void aeth_cpu_relax(void) { __asm__ __volatile__("isb sy" ::: "mem
 #error "AethAlloc supports x86-64 and aarch64 Linux: add the architecture here"
 #endif
 
+/* aeth_prefetch: a hint to bring the line at p into the cache for reading
+ * (x86-64 prefetcht0, aarch64 prfm pldl1keep). It never faults, so p may be
+ * NULL or any address. */
+static inline void aeth_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 /* Segments are 2^AETH_SEGMENT_SHIFT bytes (4 MiB), aligned to their size.
  * The one definition: Tuning.segmentShift reads it through Platform.swift,
  * and the segment map below is sized from it. */
