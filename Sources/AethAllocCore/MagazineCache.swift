@@ -7,7 +7,10 @@
 //   - the previous magazine, if any, is either full or empty
 //   - a thread holds at most 2 * capacity blocks of a class
 // Misses trade whole magazines with the class's depot (one CAS), or go to the
-// pages in one batch under the class lock.
+// pages in one batch under the class lock. A magazine taken from the depot of
+// a class whose blocks travel between threads has its blocks prefetched for
+// writing (`prefetchForWrite`); the fast paths issue no prefetch (one there
+// cost tail_latency's median about 5 ns, BENCHMARK.md).
 //
 // Rounds are an array, not a chain through the blocks' first word: a chain
 // was measured (BENCHMARK.md, "remote_free") and was no faster on
@@ -49,6 +52,7 @@ enum MagazineCache: CachePolicy {
             if let prev = pair.pointee.previous { Magazine.recycle(prev) }
             unload(hot, pair)
             load(c, hot, pair, full)
+            if Depot.isShared(c) { prefetchForWrite(full) }
         } else {
             if pair.pointee.loaded == nil {
                 guard let m = Magazine.obtainEmpty() else { return ThreadCache.allocateDirect(c) }
@@ -118,6 +122,21 @@ enum MagazineCache: CachePolicy {
     }
 
     // ---- helpers ---------------------------------------------------------------
+
+    /// A magazine from the depot of a shared class holds blocks that other
+    /// threads freed, whose lines are likely in other cores' caches: each
+    /// is fetched for writing now, while the thread still works, rather
+    /// than at the program's first write to it.
+    @inline(__always)
+    private static func prefetchForWrite(_ m: UnsafeMutablePointer<Magazine>) {
+        let rounds = Magazine.rounds(m)
+        // In the order the pops take them: the last round first.
+        var i = m.pointee.count
+        while i > 0 {
+            i &-= 1
+            OS.prefetchForWrite(rounds[i])
+        }
+    }
 
     /// A magazine leaving a cache: full ones to the depot, the rest drained.
     private static func release(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, from tc: RawPointer) {

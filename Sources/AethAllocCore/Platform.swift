@@ -224,6 +224,8 @@ enum OS {
     /// A hint to load the line at `p` into the cache; never faults (nil and
     /// stale addresses included).
     @inline(__always) static func prefetch(_ p: UnsafeRawPointer?) { aeth_prefetch(p) }
+    /// The same, owned for writing: taken from another core's cache now.
+    @inline(__always) static func prefetchForWrite(_ p: UnsafeRawPointer?) { aeth_prefetch_write(p) }
 
     // ---- time and randomness ---------------------------------------------------
 

@@ -74,9 +74,22 @@ static inline void aeth_cpu_relax(void) { __asm__ __volatile__("isb sy" ::: "mem
 #endif
 
 /* aeth_prefetch: a hint to bring the line at p into the cache for reading
- * (x86-64 prefetcht0, aarch64 prfm pldl1keep). It never faults, so p may be
- * NULL or any address. */
+ * (x86-64 prefetcht0, aarch64 prfm pldl1keep). aeth_prefetch_write: the
+ * same, owned for writing, so a line another core holds is taken from it
+ * now rather than at the first store (x86-64 prefetchw, aarch64 prfm
+ * pstl1keep). Neither ever faults, so p may be NULL or any address.
+ * prefetchw is written out: compilers emit it only under -mprfchw. Intel
+ * cores before Broadwell do not list it in CPUID but execute it as a no-op
+ * (64-bit Windows 8.1 and later require it and run on them), and AMD has
+ * had it since the K6-2. */
 static inline void aeth_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+static inline void aeth_prefetch_write(const void *p) {
+#if defined(__x86_64__)
+    __asm__("prefetchw (%0)" : : "r"(p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
 
 /* Segments are 2^AETH_SEGMENT_SHIFT bytes (4 MiB), aligned to their size.
  * The one definition: Tuning.segmentShift reads it through Platform.swift,
