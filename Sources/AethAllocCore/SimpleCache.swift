@@ -33,7 +33,9 @@ struct SimpleLists {
 
 enum SimpleCache: CachePolicy {
     // Fast-path budget (x86-64, after inlining into malloc/free):
-    //   pop:  load count, test, load head, load head.next, 2 stores
+    //   pop:  load count, test, load head, load head.next, 2 stores, prefetch
+    //         of the new head (the next pop reads it; when another core
+    //         freed it, its line arrives while the program works)
     //   push: load count, load capacity, compare, load head, 3 stores
     @inline(__always)
     static func take(_ e: UnsafeMutablePointer<CacheEntry>) -> RawPointer {
