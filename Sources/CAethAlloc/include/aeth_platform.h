@@ -80,7 +80,7 @@ static inline void aeth_cpu_relax(void) { __asm__ __volatile__("isb sy" ::: "mem
  * pstl1keep). Neither ever faults, so p may be NULL or any address.
  * prefetchw is written out: compilers emit it only under -mprfchw. Intel
  * cores before Broadwell do not list it in CPUID but execute it as a no-op
- * (64-bit Windows 8.1 and later require it and run on them), and AMD has
+ * (64-bit Windows 10 requires it and runs on them), and AMD has
  * had it since the K6-2. */
 static inline void aeth_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 static inline void aeth_prefetch_write(const void *p) {
