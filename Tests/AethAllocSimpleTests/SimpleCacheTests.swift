@@ -141,6 +141,52 @@ import Testing
         GlobalPool.drainAll(c)
     }
 
+    /// A thread that frees a class without allocating it since its last
+    /// flush (a consumer, a survivor freeing what dying threads allocated)
+    /// keeps no spare: its full list goes to the pool at once, so it holds
+    /// at most one batch of the class. Once it refills, it keeps a spare again.
+    @Test func aThreadThatOnlyFreesKeepsNoSpare() throws {
+        try withPrivateCache { tc in
+            let hot = ThreadCache.hot(tc, c)
+            let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
+            // No list yet: the first free sets one up through the slow path.
+            let first = blocksFromPages(c, 1)[0]
+            SimpleCache.flush(tc, c, first)
+            #expect(hot.pointee.count == 1 && Int(hot.pointee.capacity) == batch)
+            _ = fillHot(hot)
+            let fullHead = try #require(hot.pointee.items)
+            let fullList = walk(fullHead, limit: batch + 1)
+            #expect(fullList.count == batch)
+            let pool0 = poolCount(c)
+            let p1 = blocksFromPages(c, 1)[0]
+            SimpleCache.flush(tc, c, p1)
+            #expect(lists.pointee.spareHead == nil, "a thread that only frees kept a spare")
+            #expect(poolCount(c) == pool0 + 1)
+            let d = try #require(poolTop(c))
+            #expect(d.pointee.head == fullHead && d.pointee.count == batch)
+            #expect(walk(d.pointee.head, limit: batch + 1) == fullList)
+            #expect(hot.pointee.items == p1 && hot.pointee.count == 1)
+            // Again, still without a refill: another whole batch to the pool.
+            _ = fillHot(hot)
+            SimpleCache.flush(tc, c, blocksFromPages(c, 1)[0])
+            #expect(lists.pointee.spareHead == nil)
+            #expect(poolCount(c) == pool0 + 2)
+            // A refill (here from the pool) makes the thread an allocator of
+            // the class: at its next full list it keeps a spare.
+            var out: [UnsafeMutableRawPointer] = []
+            while let b = SimpleCache.pop(hot) { out.append(b) }
+            out.append(try #require(SimpleCache.refill(tc, c)))
+            #expect(poolCount(c) == pool0 + 1)
+            _ = fillHot(hot)
+            let keptHead = try #require(hot.pointee.items)
+            SimpleCache.flush(tc, c, blocksFromPages(c, 1)[0])
+            #expect(lists.pointee.spareHead == keptHead)
+            #expect(poolCount(c) == pool0 + 1)
+            for b in out { ThreadCache.deallocateDirect(b, c) }
+        }
+        GlobalPool.drainAll(c)
+    }
+
     @Test func refillTakesTheSpareThenThePoolThenThePages() throws {
         try withPrivateCache { tc in
             let hot = ThreadCache.hot(tc, c)
@@ -196,8 +242,32 @@ import Testing
             #expect(poolCount(c) == pool0 + 2)
             #expect(hot.pointee.items == nil && hot.pointee.count == 0 && hot.pointee.capacity == 0)
             #expect(lists.pointee.spareHead == nil)
-            // A partial hot list (refilled from the pages: the pool is
-            // emptied first) goes back to its pages, not to the pool.
+            // A hot list of at least half a batch goes to the pool as it
+            // is, with its count: a thread that took a batch and used a few
+            // of its blocks does not walk the rest back to their pages.
+            GlobalPool.drainAll(c)
+            let pooled = blocksFromPages(c, batch)
+            GlobalPool.push(c, head: linkBatch(pooled), count: batch, from: someCache)
+            var taken = [try #require(SimpleCache.refill(tc, c))]
+            for _ in 0..<(batch / 2 - 1) { taken.append(try #require(SimpleCache.pop(hot))) }
+            let rest = walk(hot.pointee.items, limit: batch)
+            #expect(rest.count == batch - batch / 2)
+            #expect(poolCount(c) == 0)
+            SimpleCache.flushAll(tc)
+            #expect(poolCount(c) == 1)
+            let d = try #require(poolTop(c))
+            #expect(d.pointee.count == rest.count)
+            #expect(walk(d.pointee.head, limit: batch + 1) == rest)
+            // The next refill hands out exactly those blocks.
+            let again = try #require(SimpleCache.refill(tc, c))
+            #expect(Int(hot.pointee.count) == rest.count - 1)
+            #expect([again] + walk(hot.pointee.items, limit: batch) == rest)
+            taken.append(again)
+            SimpleCache.flushAll(tc)
+            for b in taken { ThreadCache.deallocateDirect(b, c) }
+            // A partial hot list below half a batch (refilled from the
+            // pages: the pool is emptied first) goes back to its pages, not
+            // to the pool.
             GlobalPool.drainAll(c)
             held = [try #require(SimpleCache.refill(tc, c))]
             let partial = walk(hot.pointee.items, limit: batch)
