@@ -7,7 +7,10 @@
 //   - the previous magazine, if any, is either full or empty
 //   - a thread holds at most 2 * capacity blocks of a class
 // Misses trade whole magazines with the class's depot (one CAS), or go to the
-// pages in one batch under the class lock. A magazine taken from the depot of
+// pages in one batch under the class lock. A thread that has not refilled a
+// class since its last flush only frees it (a consumer, a long-lived thread
+// freeing what short-lived ones allocated): its full magazines all go to the
+// depot, so it keeps at most the one it is filling. A magazine taken from the depot of
 // a class whose blocks travel between threads has its blocks prefetched for
 // writing (`prefetchForWrite`); the fast paths issue no prefetch (one there
 // cost tail_latency's median about 5 ns, BENCHMARK.md).
@@ -19,6 +22,9 @@
 struct MagazinePair {
     var loaded: UnsafeMutablePointer<Magazine>?
     var previous: UnsafeMutablePointer<Magazine>?
+    /// Whether the thread refilled this class since its last flush: only a
+    /// thread that also allocates the class keeps a full magazine back.
+    var refilled: Bool
 }
 
 enum MagazineCache: CachePolicy {
@@ -46,6 +52,7 @@ enum MagazineCache: CachePolicy {
         Stats.cacheMiss(tc)
         let hot = ThreadCache.hot(tc, c)
         let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
+        pair.pointee.refilled = true
         if let prev = pair.pointee.previous, prev.pointee.count > 0 {
             swap(c, hot, pair)
         } else if let full = Depot.popFull(c, to: tc) {
@@ -68,6 +75,8 @@ enum MagazineCache: CachePolicy {
     static func flush(_ tc: RawPointer, _ c: Int, _ p: RawPointer) {
         let hot = ThreadCache.hot(tc, c)
         let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
+        let onlyFreed = !pair.pointee.refilled
+        pair.pointee.refilled = false
         if pair.pointee.loaded == nil {
             guard let m = Magazine.obtainEmpty() else { return ThreadCache.deallocateDirect(p, c) }
             load(c, hot, pair, m)
@@ -88,12 +97,23 @@ enum MagazineCache: CachePolicy {
                 // The depot owns it now: another thread may pop it at once.
                 pair.pointee.previous = nil
             }
-            // previous := the full loaded magazine; an empty one is loaded.
-            unload(hot, pair)
+            let full = pair.pointee.loaded.unsafelyUnwrapped
+            full.pointee.count = Int(hot.pointee.count)
+            if onlyFreed && Depot.pushFull(c, full, from: tc) {
+                // No refill since the last flush (a consumer, a thread that
+                // frees what others allocated): a full magazine kept back
+                // would sit unused, so it goes to the depot too.
+                pair.pointee.previous = nil
+            } else {
+                // previous := the full loaded magazine.
+                pair.pointee.previous = full
+            }
+            // An empty magazine is loaded.
             pair.pointee.loaded = nil
             hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
             // No memory for an empty magazine: the cache keeps its full one
-            // as `previous` and the block goes straight to its page.
+            // as `previous` (if it kept one) and the block goes straight to
+            // its page.
             guard let m = Magazine.obtainEmpty() else { return ThreadCache.deallocateDirect(p, c) }
             load(c, hot, pair, m)
         }
@@ -109,7 +129,7 @@ enum MagazineCache: CachePolicy {
                 release(c, m, from: tc)
             }
             if let m = pair.pointee.previous { release(c, m, from: tc) }
-            pair.pointee = MagazinePair(loaded: nil, previous: nil)
+            pair.pointee = MagazinePair(loaded: nil, previous: nil, refilled: false)
             hot.pointee = CacheEntry(items: nil, count: 0, capacity: 0)
         }
     }

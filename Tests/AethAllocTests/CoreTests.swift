@@ -399,6 +399,74 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(try pushUntilRefused(from: b) == info.depotLimit - Tuning.depotUnsharedMagazines)
         Depot.drainAll(c)
     }
+
+    /// A thread that frees a class without refilling it since its last
+    /// flush (a consumer) sends every full magazine to the depot and keeps
+    /// only the one it is filling; one that refilled keeps a full one back.
+    @Test func aThreadThatOnlyFreesKeepsNoFullMagazine() throws {
+        let c = 39
+        let capacity = Globals.classInfo(c).pointee.magazineCapacity
+        let d = Globals.depot(c)
+        let wasShared = d.pointee.shared.load(ordering: .relaxed)
+        d.pointee.shared.store(true, ordering: .relaxed)
+        defer { d.pointee.shared.store(wasShared, ordering: .relaxed) }
+        Depot.drainAll(c)
+        let out0 = Central.outBlocks(c)
+        let tc = try #require(ThreadCacheRegistry.obtain())
+        let hot = ThreadCache.hot(tc, c)
+        let pair = ThreadCache.cold(tc, c, as: MagazinePair.self)
+        let buffer = UnsafeMutablePointer<RawPointer?>.allocate(capacity: capacity)
+        defer { buffer.deallocate() }
+        func block() throws -> RawPointer {
+            try #require(Central.fill(c, into: buffer, max: 1) == 1)
+            return try #require(buffer[0])
+        }
+        /// Frees blocks from the pages until the loaded magazine is full.
+        func fillLoaded() throws -> [RawPointer] {
+            var freed: [RawPointer] = []
+            while hot.pointee.count < hot.pointee.capacity {
+                let b = try block()
+                #expect(MagazineCache.push(hot, b))
+                freed.append(b)
+            }
+            return freed
+        }
+        func depotCount() -> Int { d.pointee.full.approximateCount() }
+        // The first free sets up a magazine.
+        let first = try block()
+        MagazineCache.flush(tc, c, first)
+        #expect(pair.pointee.loaded != nil && pair.pointee.previous == nil && hot.pointee.count == 1)
+        for round in 1...2 {
+            let full = try #require(pair.pointee.loaded)
+            let freed = (round == 1 ? [first] : [try #require(hot.pointee.items).load(as: RawPointer.self)]) + (try fillLoaded())
+            let depot0 = depotCount()
+            MagazineCache.flush(tc, c, try block())
+            #expect(pair.pointee.previous == nil, "a thread that only frees kept a full magazine")
+            #expect(depotCount() == depot0 + 1)
+            let top = try #require(RawPointer(bitPattern: d.pointee.full.head.load(ordering: .relaxed).first))
+            #expect(top == RawPointer(full))
+            #expect(full.pointee.count == capacity)
+            #expect(Array(UnsafeBufferPointer(start: Magazine.rounds(full), count: capacity)) == freed)
+            #expect(pair.pointee.loaded != full && hot.pointee.count == 1)
+        }
+        // A refill since the last flush: the full magazine stays as `previous`.
+        pair.pointee.refilled = true
+        let kept = try #require(pair.pointee.loaded)
+        _ = try fillLoaded()
+        let depot1 = depotCount()
+        MagazineCache.flush(tc, c, try block())
+        #expect(pair.pointee.previous == kept)
+        #expect(depotCount() == depot1)
+        // Then only frees again: both full magazines go to the depot.
+        _ = try fillLoaded()
+        MagazineCache.flush(tc, c, try block())
+        #expect(pair.pointee.previous == nil)
+        #expect(depotCount() == depot1 + 2)
+        MagazineCache.flushAll(tc)
+        ThreadCacheRegistry.recycle(tc)
+        Depot.drainAll(c)
+        #expect(Central.outBlocks(c) == out0, "every block went back to its pages")
+    }
 }
 
 @Suite(.exclusiveCoreState) struct AllocatorTests {
@@ -521,6 +589,16 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         // budget is what bounds the dirty bytes. (No other test uses the
         // allocator meanwhile, so nothing else moves the budget.)
         let freed = 24 * Tuning.mediumMaxBytes
+        // The budget computed below leaves out the churn allowance, which
+        // an earlier test's purge (less than the purge delay ago, on the
+        // real clock) would grant to the slices this test commits afresh:
+        // the record of past purges is cleared, so none is granted.
+        Lock.acquire(SegmentManager.lockWord)
+        SegmentManager.shared.pointee.inlinePurgeMs = 0
+        SegmentManager.shared.pointee.inlinePurgedBytes = 0
+        SegmentManager.shared.pointee.refaultedBytes = 0
+        SegmentManager.shared.pointee.churnBytes = 0
+        Lock.release(SegmentManager.lockWord)
         let returnedBefore = MetricsSnapshot.totals().bytesReturned
         var blocks: [RawPointer] = []
         var kept: [RawPointer] = []
