@@ -48,6 +48,17 @@ import Testing
         return pushed
     }
 
+    /// Fills the hot list to its capacity; returns its head and its blocks,
+    /// head first.
+    func fillHotList(_ hot: UnsafeMutablePointer<CacheEntry>) throws -> (UnsafeMutableRawPointer, [UnsafeMutableRawPointer]) {
+        _ = fillHot(hot)
+        #expect(Int(hot.pointee.count) == batch)
+        let head = try #require(hot.pointee.items)
+        let list = walk(head, limit: batch + 1)
+        #expect(list.count == batch)
+        return (head, list)
+    }
+
     @Test func hotListIsLifoAndStartsEmpty() throws {
         try withPrivateCache { tc in
             let hot = ThreadCache.hot(tc, c)
@@ -112,11 +123,7 @@ import Testing
             let lists = ThreadCache.cold(tc, c, as: SimpleLists.self)
             let first = try #require(SimpleCache.refill(tc, c))
             ThreadCache.deallocateDirect(first, c)
-            _ = fillHot(hot)
-            #expect(Int(hot.pointee.count) == batch)
-            let firstHead = try #require(hot.pointee.items)
-            let firstBatch = walk(firstHead, limit: batch + 1)
-            #expect(firstBatch.count == batch)
+            let (firstHead, firstBatch) = try fillHotList(hot)
             // Full hot list, no spare: the hot list becomes the spare.
             let pool0 = poolCount(c)
             let p1 = blocksFromPages(c, 1)[0]
@@ -153,10 +160,7 @@ import Testing
             let first = blocksFromPages(c, 1)[0]
             SimpleCache.flush(tc, c, first)
             #expect(hot.pointee.count == 1 && Int(hot.pointee.capacity) == batch)
-            _ = fillHot(hot)
-            let fullHead = try #require(hot.pointee.items)
-            let fullList = walk(fullHead, limit: batch + 1)
-            #expect(fullList.count == batch)
+            let (fullHead, fullList) = try fillHotList(hot)
             let pool0 = poolCount(c)
             let p1 = blocksFromPages(c, 1)[0]
             SimpleCache.flush(tc, c, p1)
