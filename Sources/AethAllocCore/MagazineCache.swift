@@ -10,10 +10,10 @@
 // pages in one batch under the class lock. A thread that has not refilled a
 // class since its last flush only frees it (a consumer, a long-lived thread
 // freeing what short-lived ones allocated): its full magazines all go to the
-// depot, so it keeps at most the one it is filling. A magazine taken from the depot of
-// a class whose blocks travel between threads has its blocks prefetched for
-// writing (`prefetchForWrite`); the fast paths issue no prefetch (one there
-// cost tail_latency's median about 5 ns, BENCHMARK.md).
+// depot, so it keeps at most the one it is filling. A magazine taken from
+// the depot of a class whose blocks travel between threads has its blocks
+// prefetched for writing (`prefetchForWrite`); the fast paths issue no
+// prefetch (one there cost tail_latency's median about 5 ns, BENCHMARK.md).
 //
 // Rounds are an array, not a chain through the blocks' first word: a chain
 // was measured (BENCHMARK.md, "remote_free") and was no faster on
