@@ -6,11 +6,11 @@
 //
 //   dirty budget   freed slices stay committed up to `dirtyBudget` (a share
 //                  of the heap, at least Options.dirtyMinBytes); past it a
-//                  release purges down to half. Plus the churn allowance:
-//                  what such a purge (or an empty segment's unmap) gave
-//                  back and the program faulted in again within the purge
-//                  delay may stay for one delay
-//                  (SegmentManager.churnAllowance)
+//                  release (or the reclaimer it wakes) purges down to half.
+//                  Plus the churn allowance: what such a purge (or an empty
+//                  segment's unmap) gave back and the program faulted in
+//                  again within the purge delay may stay for one delay
+//                  (SegmentManager.churnAllowance), whoever purges
 //   purge delay    a slice committed and free for longer than
 //                  Options.purgeDelayMs is purged
 //   span decay     a cached large span idle for longer than

@@ -165,11 +165,12 @@ struct SegmentManager: ~Copyable {
     var purgeBackoffUntilMs: UInt64
     /// Segments mapped now (mallinfo2, malloc_stats).
     var mappedSegments: Int
-    /// Churn (`churnAllowance`): when the budget last purged on a releasing
-    /// thread (0: never) and how many bytes, the bytes of slices committed
-    /// afresh since then, and the allowance those set, with when it was set.
-    var inlinePurgeMs: UInt64
-    var inlinePurgedBytes: Int
+    /// Churn (`churnAllowance`): when the budget last purged (on a releasing
+    /// thread or the reclaimer; 0: never) and how many bytes, the bytes of
+    /// slices committed afresh since then, and the allowance those set, with
+    /// when it was set.
+    var budgetPurgeMs: UInt64
+    var budgetPurgedBytes: Int
     var refaultedBytes: Int
     var churnBytes: Int
     var churnSinceMs: UInt64
@@ -367,7 +368,13 @@ struct SegmentManager: ~Copyable {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         let m = shared
-        if committedFree(m) > dirtyBudget(m) && purgeAllowed(m) { purgeExcess(m, sparing: nil) }
+        // The budget, as a releasing thread applies it (purgeIfOverBudget):
+        // memory the program took back soon after the last such purge stays.
+        if committedFree(m) > dirtyBudget(m) && purgeAllowed(m) && !isChurn(m) {
+            let before = committedFree(m)
+            purgeExcess(m, sparing: nil)
+            noteGivenBack(m, bytes: before &- committedFree(m))
+        }
         let delay = Options.purgeDelayMs
         if delay <= 0 || (m.pointee.dirtyBytes == 0 && MediumCache.shared.pointee.count == 0) { return nil }
         releaseCached(m, olderThanMs: now &- UInt64(delay), purge: true)
@@ -413,7 +420,7 @@ struct SegmentManager: ~Copyable {
         Lock.acquire(lockWord)
         defer { Lock.release(lockWord) }
         // The program asked for everything back: churn is measured afresh.
-        shared.pointee.inlinePurgeMs = 0
+        shared.pointee.budgetPurgeMs = 0
         shared.pointee.churnBytes = 0
         releaseCached(shared, olderThanMs: nil, purge: false)
         return purge(shared, olderThanMs: nil)
@@ -533,8 +540,9 @@ struct SegmentManager: ~Copyable {
     /// purged at every trough and faults the same pages in at every peak
     /// (remote_free with one thread: 39,602 minor faults and 0.17 s of
     /// system time against mimalloc's 1,736 and 0.00 s). When the budget
-    /// purges within `churnWindowMs` of its last purge on a releasing
-    /// thread, and slices were committed afresh in between, that many bytes
+    /// purges within `churnWindowMs` of its last purge (on a releasing
+    /// thread or the reclaimer), and slices were committed afresh in
+    /// between, that many bytes
     /// (at most what that purge gave back: growth is not churn) may stay
     /// committed and free on top of the budget, for one window. It raises
     /// the trough, never the peak, and the purge delay still returns the
@@ -563,21 +571,22 @@ struct SegmentManager: ~Copyable {
     private static func isChurn(_ m: UnsafeMutablePointer<SegmentManager>) -> Bool {
         if Options.purgeDelayMs == 0 { return false }
         let now = OS.nowMs()
-        if m.pointee.inlinePurgeMs != 0 && now &- m.pointee.inlinePurgeMs <= churnWindowMs && m.pointee.refaultedBytes > 0 {
-            m.pointee.churnBytes = max(m.pointee.churnBytes, min(m.pointee.refaultedBytes, m.pointee.inlinePurgedBytes))
+        if m.pointee.budgetPurgeMs != 0 && now &- m.pointee.budgetPurgeMs <= churnWindowMs && m.pointee.refaultedBytes > 0 {
+            m.pointee.churnBytes = max(m.pointee.churnBytes, min(m.pointee.refaultedBytes, m.pointee.budgetPurgedBytes))
             m.pointee.churnSinceMs = now
             m.pointee.refaultedBytes = 0
         }
         return churnAllowance(m) > 0 && committedFree(m) <= dirtyBudget(m)
     }
 
-    /// A releasing thread gave `bytes` back to the OS (the budget's purge,
-    /// or an empty segment unmapped): what churn may be measured against.
+    /// The budget's purge (on a releasing thread or the reclaimer) or an
+    /// empty segment's unmap gave `bytes` back to the OS: what churn may be
+    /// measured against.
     private static func noteGivenBack(_ m: UnsafeMutablePointer<SegmentManager>, bytes: Int) {
         let now = OS.nowMs()
-        let recent = m.pointee.inlinePurgeMs != 0 && now &- m.pointee.inlinePurgeMs <= churnWindowMs
-        m.pointee.inlinePurgedBytes = recent ? m.pointee.inlinePurgedBytes &+ bytes : bytes
-        m.pointee.inlinePurgeMs = now
+        let recent = m.pointee.budgetPurgeMs != 0 && now &- m.pointee.budgetPurgeMs <= churnWindowMs
+        m.pointee.budgetPurgedBytes = recent ? m.pointee.budgetPurgedBytes &+ bytes : bytes
+        m.pointee.budgetPurgeMs = now
         m.pointee.refaultedBytes = 0
     }
 

@@ -594,8 +594,8 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         // real clock) would grant to the slices this test commits afresh:
         // the record of past purges is cleared, so none is granted.
         Lock.acquire(SegmentManager.lockWord)
-        SegmentManager.shared.pointee.inlinePurgeMs = 0
-        SegmentManager.shared.pointee.inlinePurgedBytes = 0
+        SegmentManager.shared.pointee.budgetPurgeMs = 0
+        SegmentManager.shared.pointee.budgetPurgedBytes = 0
         SegmentManager.shared.pointee.refaultedBytes = 0
         SegmentManager.shared.pointee.churnBytes = 0
         Lock.release(SegmentManager.lockWord)

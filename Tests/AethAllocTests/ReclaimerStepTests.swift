@@ -142,6 +142,56 @@ struct ReclaimerStepTests {
         #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0 })")
     }
 
+    /// The reclaimer applies the budget as a releasing thread does: memory
+    /// the program faulted in again soon after the budget's last purge
+    /// stays committed for one delay (the churn allowance), instead of being
+    /// purged at every trough and faulted in at every peak.
+    @Test func theReclaimersBudgetSparesMemoryTakenBackSoonAfterAPurge() throws { try PurgeDelayTests.withDelayOnly(dirtyPercent: 1) { t0 in
+        let savedState = Reclaimer.state.pointee.load(ordering: .relaxed)
+        let savedFloor = Globals.process.pointee.dirtyMinBytes
+        var kept: [RawPointer] = []
+        defer {
+            Reclaimer.state.pointee.store(savedState, ordering: .relaxed)
+            Globals.process.pointee.dirtyMinBytes = savedFloor
+            kept.forEach { Allocator.deallocate($0) }
+            _ = Reclaimer.trim()
+        }
+        // With the reclaimer running, a trough between the budget and twice
+        // it is left to the reclaimer's step (not purged inline).
+        let blocks = 8
+        let swing = blocks * Tuning.mediumMaxBytes
+        Globals.process.pointee.dirtyMinBytes = swing * 5 / 8
+        Reclaimer.state.pointee.store(Reclaimer.running, ordering: .relaxed)
+        // 1 MiB blocks, a kept one after each dropped one, so no segment
+        // becomes wholly free; the dropped ones are the swing.
+        func build(keeping: Bool) throws -> [RawPointer] {
+            var dropped: [RawPointer] = []
+            for _ in 0..<blocks {
+                let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
+                memset(p, 0x3D, Tuning.mediumMaxBytes)
+                dropped.append(p)
+                if keeping { kept.append(try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))) }
+            }
+            return dropped
+        }
+        // First trough: left to the reclaimer, whose step purges it.
+        try build(keeping: true).forEach { Allocator.deallocate($0) }
+        #expect(PurgeDelayTests.dirtyBytes() >= swing, "purged inline below twice the budget")
+        _ = Reclaimer.step(now: t0 + 1)
+        #expect(PurgeDelayTests.dirtyBytes() < swing / 2, "the reclaimer did not purge the first trough")
+        // The same again 10 ms later: what was purged faulted in again, so
+        // the step leaves the second trough committed.
+        TestClock.set(t0 + 10)
+        try build(keeping: false).forEach { Allocator.deallocate($0) }
+        _ = Reclaimer.step(now: t0 + 11)
+        #expect(PurgeDelayTests.dirtyBytes() >= swing, "the reclaimer purged a trough after a refault")
+        // Longer than the delay after the allowance: purged again.
+        TestClock.set(t0 + 10 + 2 * 1000)
+        try build(keeping: false).forEach { Allocator.deallocate($0) }
+        _ = Reclaimer.step(now: t0 + 11 + 2 * 1000)
+        #expect(PurgeDelayTests.dirtyBytes() < swing / 2, "the allowance outlived the delay")
+    } }
+
     @Test func theInlinePolicyDefersToARunningReclaimerBelowTheCeiling() {
         let saved = Reclaimer.state.pointee.load(ordering: .relaxed)
         defer { Reclaimer.state.pointee.store(saved, ordering: .relaxed) }
