@@ -542,9 +542,9 @@ struct SegmentManager: ~Copyable {
     /// system time against mimalloc's 1,736 and 0.00 s). When the budget
     /// purges within `churnWindowMs` of its last purge (on a releasing
     /// thread or the reclaimer), and slices were committed afresh in
-    /// between, that many bytes
-    /// (at most what that purge gave back: growth is not churn) may stay
-    /// committed and free on top of the budget, for one window. It raises
+    /// between, that many bytes (at most what that purge gave back: growth
+    /// is not churn) may stay committed and free on top of the budget, for
+    /// one window. It raises
     /// the trough, never the peak, and the purge delay still returns the
     /// memory once the program stops touching it.
     private static func churnAllowance(_ m: UnsafeMutablePointer<SegmentManager>) -> Int {

@@ -923,6 +923,21 @@ struct PurgeDelayTests {
     /// `dirtyPercent` of the heap (by default 1000%, which never purges
     /// what a test frees, so only the delay may); the test clock stands at
     /// t0 and nothing is dirty. Restores all of it.
+    /// `blocks` 1 MiB blocks, written: the swing of a heap, to be freed;
+    /// `keeping`, each followed by one to keep (returned apart), so no
+    /// segment becomes wholly free when the swing is freed.
+    static func swing(blocks: Int, keeping: Bool) throws -> (dropped: [RawPointer], kept: [RawPointer]) {
+        var dropped: [RawPointer] = []
+        var kept: [RawPointer] = []
+        for _ in 0..<blocks {
+            let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
+            memset(p, 0x3C, Tuning.mediumMaxBytes)
+            dropped.append(p)
+            if keeping { kept.append(try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))) }
+        }
+        return (dropped, kept)
+    }
+
     static func withDelayOnly(dirtyPercent: Int = 1000, _ body: (UInt64) throws -> Void) throws {
         let state = Globals.process
         let (savedDelay, savedPercent, savedCache) =
@@ -991,18 +1006,11 @@ struct PurgeDelayTests {
             kept.forEach { Allocator.deallocate($0) }
             _ = Reclaimer.trim()
         }
-        // 1 MiB blocks, a kept one after each dropped one, so no segment
-        // becomes wholly free; the dropped ones are the swing.
         let blocks = 8
         let swing = blocks * Tuning.mediumMaxBytes
         func build(keeping: Bool) throws -> [RawPointer] {
-            var dropped: [RawPointer] = []
-            for _ in 0..<blocks {
-                let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
-                memset(p, 0x3C, Tuning.mediumMaxBytes)
-                dropped.append(p)
-                if keeping { kept.append(try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))) }
-            }
+            let (dropped, more) = try Self.swing(blocks: blocks, keeping: keeping)
+            kept += more
             return dropped
         }
         // First trough: over the budget, purged.

@@ -162,16 +162,9 @@ struct ReclaimerStepTests {
         let swing = blocks * Tuning.mediumMaxBytes
         Globals.process.pointee.dirtyMinBytes = swing * 5 / 8
         Reclaimer.state.pointee.store(Reclaimer.running, ordering: .relaxed)
-        // 1 MiB blocks, a kept one after each dropped one, so no segment
-        // becomes wholly free; the dropped ones are the swing.
         func build(keeping: Bool) throws -> [RawPointer] {
-            var dropped: [RawPointer] = []
-            for _ in 0..<blocks {
-                let p = try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))
-                memset(p, 0x3D, Tuning.mediumMaxBytes)
-                dropped.append(p)
-                if keeping { kept.append(try #require(Allocator.allocate(UInt(Tuning.mediumMaxBytes)))) }
-            }
+            let (dropped, more) = try PurgeDelayTests.swing(blocks: blocks, keeping: keeping)
+            kept += more
             return dropped
         }
         // First trough: left to the reclaimer, whose step purges it.
