@@ -370,11 +370,7 @@ struct SegmentManager: ~Copyable {
         let m = shared
         // The budget, as a releasing thread applies it (purgeIfOverBudget):
         // memory the program took back soon after the last such purge stays.
-        if committedFree(m) > dirtyBudget(m) && purgeAllowed(m) && !isChurn(m) {
-            let before = committedFree(m)
-            purgeExcess(m, sparing: nil)
-            noteGivenBack(m, bytes: before &- committedFree(m))
-        }
+        if committedFree(m) > dirtyBudget(m) && purgeAllowed(m) { purgeUnlessChurn(m, sparing: nil) }
         let delay = Options.purgeDelayMs
         if delay <= 0 || (m.pointee.dirtyBytes == 0 && MediumCache.shared.pointee.count == 0) { return nil }
         releaseCached(m, olderThanMs: now &- UInt64(delay), purge: true)
@@ -559,7 +555,14 @@ struct SegmentManager: ~Copyable {
     /// The budget's inline purge after a release (Reclaimer.purgesInline),
     /// unless the memory over budget is churn.
     private static func purgeIfOverBudget(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>?) {
-        if !Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) || isChurn(m) { return }
+        if Reclaimer.purgesInline(dirty: committedFree(m), budget: dirtyBudget(m)) { purgeUnlessChurn(m, sparing: hot) }
+    }
+
+    /// The budget's purge, on a releasing thread or the reclaimer: down to
+    /// half the budget unless the memory over it is churn, recording what
+    /// went back.
+    private static func purgeUnlessChurn(_ m: UnsafeMutablePointer<SegmentManager>, sparing hot: UnsafeMutablePointer<SegmentHeader>?) {
+        if isChurn(m) { return }
         let before = committedFree(m)
         purgeExcess(m, sparing: hot)
         noteGivenBack(m, bytes: before &- committedFree(m))
