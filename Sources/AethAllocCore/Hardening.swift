@@ -11,12 +11,15 @@
 //   are updated with atomic OR/AND: two threads may free neighbours that
 //   share a bitmap word.
 //
-//     segment +8192 .. +40960: bitmap[slice][4096 bits]  (512 bytes per slice)
-//     segment +61440 .. +65536: guard page (PROT_NONE) between the segment's
-//                               metadata and its first page of blocks: the
-//                               metadata slice's last OS page (4 KiB here;
-//                               16 KiB pages: +49152; 64 KiB pages: none,
-//                               the page would cover the bitmap)
+//     segment +37376 .. +70144:  liveBitmaps[slice][4096 bits] (512 bytes
+//                                per slice; Segment.liveBitmapsOffset), so
+//                                the metadata takes two slices
+//     segment +126976 .. +131072: guard page (PROT_NONE) between the
+//                                segment's metadata and its first page of
+//                                blocks: the metadata slices' last OS page
+//                                (4 KiB here; 16 KiB pages: +114688; 64 KiB
+//                                pages: none, the page would cover the
+//                                bitmap)
 //
 // - Pages keep their free blocks in a bitmap (Page.swift), not in links
 //   through the blocks, so a write to a freed block cannot forge an address
@@ -47,16 +50,12 @@
 import Synchronization
 
 enum Hardening {
-    static let bitmapOffset = 8192
-    static let bitmapBytesPerSlice = Tuning.sliceBytes / 16 / 8  // 512
-    /// Where the metadata slice's used bytes end: the bitmaps of every slice.
-    @inline(__always) static var metadataEndBytes: Int { bitmapOffset + Tuning.slicesPerSegment * bitmapBytesPerSlice }
-    /// The segment guard is the metadata slice's last OS page...
-    @inline(__always) static var segmentGuardOffset: Int { Tuning.sliceBytes - OS.pageBytes }
+    /// The segment guard is the metadata slices' last OS page...
+    @inline(__always) static var segmentGuardOffset: Int { Segment.metadataSlices * Tuning.sliceBytes - OS.pageBytes }
     /// ...where that page lies wholly after the metadata: with 4 and 16 KiB
     /// pages, not with 64 KiB pages (one page is the whole slice), where
     /// segments have no guard and the first block page borders the bitmap.
-    static var segmentHasGuard: Bool { segmentGuardOffset >= metadataEndBytes }
+    static var segmentHasGuard: Bool { segmentGuardOffset >= Segment.metadataEndBytes }
 
     // ---- the live-block bitmap ----------------------------------------------
 
@@ -64,8 +63,8 @@ enum Hardening {
     private static func bitWord(_ p: RawPointer) -> (UnsafeMutablePointer<Atomic<UInt64>>, UInt64) {
         let a = UInt(bitPattern: p)
         let seg = a & ~UInt(Tuning.segmentBytes - 1)
-        let granule = (a - seg) >> 4  // 0 ..< 4 MiB / 16
-        let word = RawPointer(bitPattern: seg + UInt(bitmapOffset) + (granule >> 6) * 8)!
+        let granule = (a - seg) / UInt(SizeClass.minBlockBytes)  // 0 ..< 4 MiB / 16
+        let word = RawPointer(bitPattern: seg + UInt(Segment.liveBitmapsOffset) + (granule >> 6) * 8)!
         return (word.assumingMemoryBound(to: Atomic<UInt64>.self), UInt64(1) << UInt64(granule & 63))
     }
 

@@ -123,8 +123,8 @@ enum MallocOption {
             if value < 0 { return 0 }
             state.pointee.dirtyMinBytes = Int(value)
         case mmapThreshold:
-            // A medium block is a run of at most 63 slices of a segment.
-            if value < 0 || Int(value) > (Tuning.slicesPerSegment - 1) * Tuning.sliceBytes { return 0 }
+            // A medium block is a run of a segment's slices after its metadata.
+            if value < 0 || Int(value) > (Tuning.slicesPerSegment - Segment.metadataSlices) * Tuning.sliceBytes { return 0 }
             state.pointee.mediumMaxBytes = max(Int(value), Tuning.maxSmallBytes)
         case mmapMax:
             if value <= 0 { return 0 }

@@ -14,12 +14,12 @@
 //              the number of bits set in the free bitmap
 //
 // The free bitmap has a bit per block (bit i: the block at start + i *
-// blockSize). A page of at most 64 blocks keeps it in its PageMeta
-// (`inlineBits`) and its blocks start at its first byte; a larger page keeps
-// it in its first bytes, in front of its blocks (SizeClass.
-// computedFirstBlockOffset, which keeps every block aligned as it would be
-// at the slice boundary). A page tells which from `start`: on a slice
-// boundary means inline. A bitmap instead of a list through the blocks'
+// blockSize; `start` is the page's first byte plus its colour offset,
+// SizeClass.firstBlockOffset). A page of at most 64
+// blocks keeps it in its PageMeta (`inlineBits`); a larger page in its
+// segment's free-bitmap rows, from its first slice's row on (Segment.swift:
+// a row holds a bit for every block of the smallest class in a slice, so a
+// page of k slices fits in its k rows). A bitmap instead of a list through the blocks'
 // first words: returning and handing out blocks touch the bitmap and the
 // PageMeta, never the blocks' memory, and blocks leave in address order
 // (the lowest first), so a program that frees and rebuilds its structures
@@ -40,8 +40,8 @@ struct PageMeta {
     /// The free bitmap of a page of at most 64 blocks. First field:
     /// `Central.bitmap` takes the PageMeta's address as its address.
     var inlineBits: UInt64
-    /// The first block: the page's first byte (64 KiB-aligned), or after
-    /// the page's free bitmap.
+    /// The first block: the page's first byte (64 KiB-aligned) plus its
+    /// colour offset (SizeClass.firstBlockOffset).
     var start: RawPointer?
     /// Links in the class's `partial` list.
     var next: UnsafeMutablePointer<PageMeta>?
@@ -84,13 +84,18 @@ struct Central {
         Globals.lock(Globals.centralLock0 &+ c)
     }
 
-    /// The page's free bitmap (see the top of this file).
+    /// The page's free bitmap (see the top of this file), once the page has
+    /// its class (`limitBytes` and `blockSize` set).
     @inline(__always)
     static func bitmap(_ pg: UnsafeMutablePointer<PageMeta>) -> UnsafeMutablePointer<UInt64> {
-        let start = UInt(bitPattern: pg.pointee.start)
-        let base = start & ~UInt(Tuning.sliceBytes &- 1)
-        if base == start { return UnsafeMutableRawPointer(pg).assumingMemoryBound(to: UInt64.self) }
-        return UnsafeMutablePointer<UInt64>(bitPattern: base).unsafelyUnwrapped
+        if pg.pointee.limitBytes <= UInt32(truncatingIfNeeded: PageMeta.inlineBitmapBlocks) &* pg.pointee.blockSize {
+            return UnsafeMutableRawPointer(pg).assumingMemoryBound(to: UInt64.self)
+        }
+        // The page's PageMeta is its first slice's entry (Segment.pageMeta).
+        let meta = UInt(bitPattern: pg)
+        let seg = meta & ~UInt(Tuning.segmentBytes &- 1)
+        let head = Int(bitPattern: (meta &- seg &- UInt(Segment.pagesOffset)) / UInt(Segment.pageStride))
+        return Segment.freeBitmap(RawPointer(bitPattern: seg).unsafelyUnwrapped, headSlice: head)
     }
 
     /// Whether the free bitmap and the counts agree (tests; lock held).
@@ -127,13 +132,16 @@ struct Central {
             var page = central.pointee.partial
             if page == nil {
                 guard let fresh = SegmentManager.allocatePage(slices: info.pointee.pageSlices, sizeClass: c) else { break }
-                let offset = info.pointee.firstBlockOffset
-                // The bitmap in front of the blocks (a reused slice may hold
-                // old bytes there).
-                if offset != 0 { OS.zero(fresh.pointee.start!, bytes: offset) }
-                fresh.pointee.start = fresh.pointee.start! + offset
+                let head = Segment.sliceIndex(of: fresh.pointee.start.unsafelyUnwrapped)
+                fresh.pointee.start = fresh.pointee.start.unsafelyUnwrapped + SizeClass.firstBlockOffset(info, sizeClass: c, headSlice: head)
                 fresh.pointee.blockSize = UInt32(info.pointee.blockSize)
                 fresh.pointee.limitBytes = UInt32(info.pointee.blockSize * info.pointee.blocksPerPage)
+                // A bitmap in the segment's rows may hold an earlier page's
+                // bits (the PageMeta's inline word starts at 0).
+                let blocks = info.pointee.blocksPerPage
+                if blocks > PageMeta.inlineBitmapBlocks {
+                    OS.zero(RawPointer(bitmap(fresh)), bytes: PageMeta.bitmapWords(blocks: blocks) &* MemoryLayout<UInt64>.size)
+                }
                 link(central, fresh)
                 page = fresh
             }

@@ -50,7 +50,8 @@ enum Runtime {
             let slices = SizeClass.computedPageSlices(c)
             Globals.classInfo(c).pointee = ClassInfo(
                 blockSize: block, pageSlices: slices, blocksPerPage: SizeClass.computedBlocksPerPage(c),
-                firstBlockOffset: SizeClass.computedFirstBlockOffset(c), reciprocal: SizeClass.computedReciprocal(c),
+                colours: SizeClass.computedColours(c), colourStep: SizeClass.computedColourStep(c),
+                reciprocal: SizeClass.computedReciprocal(c),
                 magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c),
                 simpleBatch: SizeClass.computedSimpleBatch(c), simplePoolLimit: SizeClass.computedSimplePoolLimit(c))
         }

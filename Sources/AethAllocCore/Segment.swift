@@ -1,7 +1,8 @@
 // Segment.swift: segments, the segment map, and the slice allocator.
 //
-// A segment is 4 MiB of address space aligned to 4 MiB. Slice 0 holds the
-// metadata; slices 1...63 (64 KiB each) are handed out as pages, a page
+// A segment is 4 MiB of address space aligned to 4 MiB, cut into 64 slices
+// of 64 KiB. Its first `Segment.metadataSlices` slices (1; 2 in the hardened
+// variant) hold its metadata; the others are handed out as pages, a page
 // being a run of 1...16 slices serving one size class.
 //
 //   +0      sliceClass[64]  UInt8   class of the page owning the slice, or
@@ -10,7 +11,19 @@
 //   +128    SegmentHeader
 //   after   BinLink[2]      its place in the manager's two bins (SegmentBins)
 //   +512    PageMeta[64]    64 bytes each; a page uses its first slice's entry
-//   +64 KiB slice 1 ...
+//   +4608   freeBitmaps[64] 512 bytes each: the free bitmap of a page of more
+//                           than 64 blocks starts at its first slice's row
+//                           (Page.swift)
+//   +37376  liveBitmaps[64] hardened only: 512 bytes each (Hardening.swift)
+//   then    the hardened segment guard, the last OS page of the metadata
+//           slices, where it lies wholly after the metadata
+//
+// The free bitmaps sit together here rather than in front of each page's
+// blocks: at the start of a 64 KiB-aligned page, every page's bitmap would
+// fall in the same few cache sets, and a drain of blocks scattered over
+// many pages missed on nearly every one of them (perl freeing a hash:
+// 98.5k of the drain's 2.3M last-level read misses under callgrind,
+// against 1.1k here; BENCHMARK.md, "Free bitmaps out of the pages").
 //
 // A large allocation (Large.swift) uses the same first 128 bytes with every
 // sliceClass set to markLarge, so `free` tells the two apart from one byte.
@@ -32,7 +45,7 @@ struct SegmentHeader {
     static let kindSmall: UInt32 = 0x4145_5331  // "AES1"
     static let kindLarge: UInt32 = 0x4145_4C31  // "AEL1"
     var kind: UInt32
-    /// Bit i set: slice i is free. Bit 0 (the header slice) is never set.
+    /// Bit i set: slice i is free. The metadata slices' bits are never set.
     var freeMask: UInt64
     /// Bit i set: slice i is free and may still hold committed memory.
     var dirtyMask: UInt64
@@ -53,6 +66,19 @@ enum Segment {
     static let headerOffset = 128
     static let pagesOffset = 512
     static let pageStride = 64
+    /// A free-bitmap row per slice: a bit for every block of the smallest
+    /// class a slice can hold (512 bytes).
+    static let bitmapRowBytes = Tuning.sliceBytes / SizeClass.minBlockBytes / UInt8.bitWidth
+    @inline(__always) static var freeBitmapsOffset: Int { pagesOffset + Tuning.slicesPerSegment * pageStride }
+    /// The hardened variant's live-block bitmap rows (Hardening.swift).
+    @inline(__always) static var liveBitmapsOffset: Int { freeBitmapsOffset + Tuning.slicesPerSegment * bitmapRowBytes }
+    /// Where the metadata ends, and the slices it takes.
+    @inline(__always) static var metadataEndBytes: Int { Variant.hardened ? liveBitmapsOffset + Tuning.slicesPerSegment * bitmapRowBytes : liveBitmapsOffset }
+    @inline(__always) static var metadataSlices: Int { (metadataEndBytes + Tuning.sliceBytes - 1) / Tuning.sliceBytes }
+    /// The first row of the page whose first slice is `headSlice`.
+    @inline(__always) static func freeBitmap(_ seg: RawPointer, headSlice: Int) -> UnsafeMutablePointer<UInt64> {
+        (seg + (freeBitmapsOffset &+ headSlice &* bitmapRowBytes)).assumingMemoryBound(to: UInt64.self)
+    }
     /// Where a segment's two BinLinks start (right after its header).
     @inline(__always) static var binLinksOffset: Int {
         Layout.after(headerOffset, MemoryLayout<SegmentHeader>.size, align: 8)
@@ -62,8 +88,8 @@ enum Segment {
     static var metadataFits: Bool {
         binLinksOffset + SegmentBins.kinds * MemoryLayout<BinLink>.stride <= pagesOffset
     }
-    /// Every slice but slice 0.
-    static let allSlicesFree: UInt64 = ~UInt64(1)
+    /// Every slice but the metadata slices.
+    @inline(__always) static var allSlicesFree: UInt64 { ~((UInt64(1) << UInt64(metadataSlices)) &- 1) }
 
     // ---- the segment map -------------------------------------------------
 
@@ -241,7 +267,7 @@ struct SegmentManager: ~Copyable {
             if slice >= 0 { break }
             if let fresh = newSegment(m) {
                 seg = fresh
-                slice = 1
+                slice = Segment.metadataSlices
                 break
             }
             // No address space for a segment (RLIMIT_AS, vm.max_map_count):
@@ -755,9 +781,9 @@ struct SegmentManager: ~Copyable {
         }
         Stats.segmentMapped(bytes: Tuning.segmentBytes)
         m.pointee.mappedSegments += 1
-        base.storeBytes(of: SizeClass.markHeader, toByteOffset: Segment.sliceClassOffset, as: UInt8.self)
-        for i in 1..<Tuning.slicesPerSegment {
-            base.storeBytes(of: SizeClass.markFree, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
+        for i in 0..<Tuning.slicesPerSegment {
+            let mark = i < Segment.metadataSlices ? SizeClass.markHeader : SizeClass.markFree
+            base.storeBytes(of: mark, toByteOffset: Segment.sliceClassOffset + i, as: UInt8.self)
         }
         let h = Segment.header(base)
         h.pointee = SegmentHeader(

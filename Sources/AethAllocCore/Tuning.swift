@@ -79,6 +79,14 @@ enum Tuning {
     static let minBlocksPerPage = 4
     /// A page wastes at most 1/`pageWasteDivisor` of its bytes to rounding.
     static let pageWasteDivisor = 16
+    /// Pages of a class start their blocks at up to this many different
+    /// offsets (colours), a cache line or the block's alignment apart, so
+    /// that the first blocks of different pages do not all fall in the same
+    /// cache sets (SizeClass.computedColours); the offsets take at most
+    /// 1/`pageColourDivisor` of a page.
+    static let pageColours = 8
+    static let pageColourDivisor = 128
+    static let cacheLineBytes = 64
     /// Free slices that were used stay committed at most this long before
     /// madvise(MADV_DONTNEED) returns them to the OS, checked on segment
     /// operations (0: at once). Overridden by AETHALLOC_PURGE_DELAY_MS

@@ -61,7 +61,7 @@ func liveBit(_ p: UnsafeMutableRawPointer) -> Bool {
     let a = UInt(bitPattern: p)
     let seg = a & ~UInt(Tuning.segmentBytes - 1)
     let granule = (a - seg) >> 4
-    let word = UnsafeMutableRawPointer(bitPattern: seg + UInt(Hardening.bitmapOffset) + (granule >> 6) * 8)!
+    let word = UnsafeMutableRawPointer(bitPattern: seg + UInt(Segment.liveBitmapsOffset) + (granule >> 6) * 8)!
     return word.assumingMemoryBound(to: Atomic<UInt64>.self).pointee.load(ordering: .relaxed) & (1 << (granule & 63)) != 0
 }
 

@@ -180,6 +180,46 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         Central.drain(c, from: buf, count: n)
     }
 
+    /// Pages of more than 64 blocks keep their free bitmaps in their
+    /// segment's rows, apart from each other and from every block, and their
+    /// first blocks start at different colour offsets.
+    @Test func freeBitmapsLiveInTheSegmentMetadataAndPagesAreColoured() throws {
+        let c = 1  // 32-byte blocks: 2,000-odd a page, a bitmap of 4 lines
+        let info = Globals.classInfo(c)
+        let n = 8 * info.pointee.blocksPerPage
+        let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: n)
+        defer { buf.deallocate() }
+        var got = 0
+        while got < n {
+            let k = Central.fill(c, into: buf + got, max: n - got)
+            try #require(k > 0)
+            got += k
+        }
+        defer { Central.drain(c, from: buf, count: n) }
+        var pages: [UnsafeMutablePointer<PageMeta>] = []
+        for i in 0..<n {
+            let page = Segment.page(of: buf[i]!, in: Segment.base(of: buf[i]!))
+            if !pages.contains(page) { pages.append(page) }
+        }
+        try #require(pages.count >= 8)
+        let bitmapBytes = PageMeta.bitmapWords(blocks: info.pointee.blocksPerPage) * 8
+        var ranges: [Range<UInt>] = []
+        var offsets = Set<Int>()
+        for page in pages {
+            let start = page.pointee.start!
+            let seg = Segment.base(of: start)
+            let bits = UInt(bitPattern: Central.bitmap(page))
+            let rows = UInt(bitPattern: seg) + UInt(Segment.freeBitmapsOffset)
+            #expect(bits >= rows && bits + UInt(bitmapBytes) <= UInt(bitPattern: seg) + UInt(Segment.liveBitmapsOffset))
+            ranges.append(bits..<bits + UInt(bitmapBytes))
+            let offset = Int(bitPattern: UInt(bitPattern: start) & UInt(Tuning.sliceBytes - 1))
+            #expect(offset == SizeClass.firstBlockOffset(info, sizeClass: c, headSlice: Segment.sliceIndex(of: start)))
+            offsets.insert(offset)
+        }
+        for i in ranges.indices { for j in ranges.indices where i < j { #expect(!ranges[i].overlaps(ranges[j])) } }
+        #expect(offsets.count > 1, "every page's first block at the same offset")
+    }
+
     @Test func emptyPagesGoBackToTheirSegment() throws {
         let c = SizeClass.count - 1  // 64 KiB blocks: a few per page
         let info = Globals.classInfo(c).pointee

@@ -21,17 +21,26 @@ import Testing
         }
         let pageBytes = info.pageSlices * Tuning.sliceBytes
         #expect(info.pageSlices >= 1 && info.pageSlices <= 16)
-        // The free bitmap: in the PageMeta for up to 64 blocks, else in
-        // front of the blocks, in bytes that keep them aligned as at the
-        // slice boundary, and costing at most one block in 100.
-        let offset = info.firstBlockOffset
+        // Colours: first blocks at offsets that keep them aligned as at the
+        // slice boundary, a cache line apart at least, costing at most
+        // 1/pageColourDivisor of the page.
         let lowestBit = info.blockSize & -info.blockSize
-        #expect(info.blocksPerPage == (pageBytes - offset) / info.blockSize)
-        #expect((offset == 0) == (pageBytes / info.blockSize <= PageMeta.inlineBitmapBlocks))
-        #expect(offset % lowestBit == 0)
-        if offset != 0 {
-            #expect(offset >= (info.blocksPerPage + 63) / 64 * 8)
-            #expect((pageBytes / info.blockSize - info.blocksPerPage) * 100 <= pageBytes / info.blockSize)
+        let span = (info.colours - 1) * info.colourStep
+        #expect(info.colours >= 1 && info.colours <= Tuning.pageColours)
+        #expect(info.colourStep % lowestBit == 0 && info.colourStep % Tuning.cacheLineBytes == 0)
+        #expect(span * Tuning.pageColourDivisor <= pageBytes)
+        #expect(info.blocksPerPage == (pageBytes - span) / info.blockSize)
+        var offsets = Set<Int>()
+        for head in 0..<Tuning.slicesPerSegment {
+            let offset = SizeClass.firstBlockOffset(Globals.classInfo(c), sizeClass: c, headSlice: head)
+            #expect(offset % lowestBit == 0 && offset <= span)
+            offsets.insert(offset)
+        }
+        #expect(offsets.count == info.colours, "every colour is used")
+        // The free bitmap: in the PageMeta for up to 64 blocks, else in the
+        // page's rows in its segment's metadata, one row per slice.
+        if info.blocksPerPage > PageMeta.inlineBitmapBlocks {
+            #expect(PageMeta.bitmapWords(blocks: info.blocksPerPage) * 8 <= info.pageSlices * Segment.bitmapRowBytes)
         }
         #expect(info.reciprocal == UInt64.max / UInt64(info.blockSize) + 1)
         #expect(info.blocksPerPage >= 1)
