@@ -165,7 +165,7 @@ enum Hardening {
         let offset = UInt(bitPattern: p) & UInt(Tuning.segmentBytes - 1)
         var exclude: UInt64 = 1
         exclude |= 1 << ((p + 8).load(as: UInt64.self) & 15)
-        if offset > UInt(Tuning.sliceBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p - 16)) }
+        if offset > UInt(Segment.metadataSlices * Tuning.sliceBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p - 16)) }
         if offset + UInt(size) < UInt(Tuning.segmentBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p + size)) }
         return OS.tagAndZero(p, bytes: size, excluding: exclude)
     }
