@@ -17,9 +17,10 @@
 // blockSize; `start` is the page's first byte plus its colour offset,
 // SizeClass.firstBlockOffset). A page of at most 64
 // blocks keeps it in its PageMeta (`inlineBits`); a larger page in its
-// segment's free-bitmap rows, from its first slice's row on (Segment.swift:
-// a row holds a bit for every block of the smallest class in a slice, so a
-// page of k slices fits in its k rows). A bitmap instead of a list through the blocks'
+// segment's free-bitmap rows, in its first slice's lines (Segment.swift:
+// 8 lines, a bit for every block of the smallest class in a slice; only
+// pages of one slice have more than 64 blocks, SizeClassTests). Word w is
+// `Segment.bitmapWord(bits, w)`. A bitmap instead of a list through the blocks'
 // first words: returning and handing out blocks touch the bitmap and the
 // PageMeta, never the blocks' memory, and blocks leave in address order
 // (the lowest first), so a program that frees and rebuilds its structures
@@ -106,7 +107,7 @@ struct Central {
         let handedOut = Swift.min(Int(pg.pointee.bumpBytes / pg.pointee.blockSize), blocks)
         var set = 0
         for w in 0..<PageMeta.bitmapWords(blocks: blocks) {
-            let word = bits[w]
+            let word = Segment.bitmapWord(bits, w).pointee
             let below = handedOut - (w << 6)
             let allowed: UInt64 = below >= 64 ? ~0 : below <= 0 ? 0 : (UInt64(1) << UInt64(below)) - 1
             if word & ~allowed != 0 { return false }
@@ -140,7 +141,8 @@ struct Central {
                 // bits (the PageMeta's inline word starts at 0).
                 let blocks = info.pointee.blocksPerPage
                 if blocks > PageMeta.inlineBitmapBlocks {
-                    OS.zero(RawPointer(bitmap(fresh)), bytes: PageMeta.bitmapWords(blocks: blocks) &* MemoryLayout<UInt64>.size)
+                    let bits = bitmap(fresh)
+                    for w in 0..<PageMeta.bitmapWords(blocks: blocks) { Segment.bitmapWord(bits, w).pointee = 0 }
                 }
                 link(central, fresh)
                 page = fresh
@@ -158,7 +160,7 @@ struct Central {
                 var w = Int(pg.pointee.firstFreeWord)
                 while true {
                     if w >= words { corrupted(pg) }
-                    var m = bits[w]
+                    var m = Segment.bitmapWord(bits, w).pointee
                     let base = start &+ UInt(w &<< 6) &* size
                     while m != 0 {
                         let b = RawPointer(bitPattern: base &+ UInt(m.trailingZeroBitCount) &* size)
@@ -168,7 +170,7 @@ struct Central {
                         dst[k] = b
                         if k == 0 { break }
                     }
-                    bits[w] = m
+                    Segment.bitmapWord(bits, w).pointee = m
                     if k == 0 || before &- k == free { break }
                     w &+= 1
                 }
@@ -246,12 +248,13 @@ struct Central {
                 }
                 let w = Int(bitPattern: index &>> 6)
                 let bit = UInt64(1) &<< UInt64(index & 63)
-                let word = bits[w]
+                let at = Segment.bitmapWord(bits, w)
+                let word = at.pointee
                 if word & bit != 0 {
                     Diagnostics.invalidPointer(
                         RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "freed twice (found when its page took it back)")
                 }
-                bits[w] = word | bit
+                at.pointee = word | bit
                 lowest = Swift.min(lowest, w)
                 q += stride
             } while q < end
@@ -270,7 +273,7 @@ struct Central {
                     // The class's only page, kept: every block is back, so
                     // it is carved again from its start.
                     let words = PageMeta.bitmapWords(blocks: Int(page.pointee.bumpBytes / page.pointee.blockSize))
-                    for w in 0..<words { bits[w] = 0 }
+                    for w in 0..<words { Segment.bitmapWord(bits, w).pointee = 0 }
                     page.pointee.freeBlocks = 0
                     page.pointee.firstFreeWord = 0
                     page.pointee.bumpBytes = 0

@@ -11,9 +11,12 @@
 //   +128    SegmentHeader
 //   after   BinLink[2]      its place in the manager's two bins (SegmentBins)
 //   +512    PageMeta[64]    64 bytes each; a page uses its first slice's entry
-//   +4608   freeBitmaps[64] 512 bytes each: the free bitmap of a page of more
-//                           than 64 blocks starts at its first slice's row
-//                           (Page.swift)
+//   +4608   freeBitmaps     8 rows of 64 lines: line l of a slice's free
+//                           bitmap is line s of row l (Page.swift; the page's
+//                           first slice s). Row 0 is 4 KiB: a segment whose
+//                           pages need at most 512 blocks' bits touches only
+//                           it; pages of the smallest classes use the rows
+//                           below.
 //   +37376  liveBitmaps[64] hardened only: 512 bytes each (Hardening.swift)
 //   then    the hardened segment guard, the last OS page of the metadata
 //           slices, where it lies wholly after the metadata
@@ -66,18 +69,26 @@ enum Segment {
     static let headerOffset = 128
     static let pagesOffset = 512
     static let pageStride = 64
-    /// A free-bitmap row per slice: a bit for every block of the smallest
-    /// class a slice can hold (512 bytes).
+    /// A slice's free bitmap: a bit for every block of the smallest class a
+    /// slice can hold (512 bytes, 8 lines), one line in each of 8 rows.
     static let bitmapRowBytes = Tuning.sliceBytes / SizeClass.minBlockBytes / UInt8.bitWidth
+    static let bitmapLineWords = Tuning.cacheLineBytes / MemoryLayout<UInt64>.size
     @inline(__always) static var freeBitmapsOffset: Int { pagesOffset + Tuning.slicesPerSegment * pageStride }
     /// The hardened variant's live-block bitmap rows (Hardening.swift).
     @inline(__always) static var liveBitmapsOffset: Int { freeBitmapsOffset + Tuning.slicesPerSegment * bitmapRowBytes }
+    /// Word `w` of a free bitmap that starts at `bits`: 8 words a line, and
+    /// the next line one row (64 lines) further. A bitmap in a PageMeta has
+    /// word 0 only.
+    @inline(__always) static func bitmapWord(_ bits: UnsafeMutablePointer<UInt64>, _ w: Int) -> UnsafeMutablePointer<UInt64> {
+        bits + (w &+ (w / bitmapLineWords) &* (Tuning.slicesPerSegment &- 1) &* bitmapLineWords)
+    }
     /// Where the metadata ends, and the slices it takes.
     @inline(__always) static var metadataEndBytes: Int { Variant.hardened ? liveBitmapsOffset + Tuning.slicesPerSegment * bitmapRowBytes : liveBitmapsOffset }
     @inline(__always) static var metadataSlices: Int { (metadataEndBytes + Tuning.sliceBytes - 1) / Tuning.sliceBytes }
-    /// The first row of the page whose first slice is `headSlice`.
+    /// The first line of the free bitmap of the page whose first slice is
+    /// `headSlice` (its other words: `bitmapWord`).
     @inline(__always) static func freeBitmap(_ seg: RawPointer, headSlice: Int) -> UnsafeMutablePointer<UInt64> {
-        (seg + (freeBitmapsOffset &+ headSlice &* bitmapRowBytes)).assumingMemoryBound(to: UInt64.self)
+        (seg + (freeBitmapsOffset &+ headSlice &* Tuning.cacheLineBytes)).assumingMemoryBound(to: UInt64.self)
     }
     /// Where a segment's two BinLinks start (right after its header).
     @inline(__always) static var binLinksOffset: Int {

@@ -202,21 +202,24 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             if !pages.contains(page) { pages.append(page) }
         }
         try #require(pages.count >= 8)
-        let bitmapBytes = PageMeta.bitmapWords(blocks: info.pointee.blocksPerPage) * 8
-        var ranges: [Range<UInt>] = []
+        let words = PageMeta.bitmapWords(blocks: info.pointee.blocksPerPage)
+        var seen = Set<UInt>()
         var offsets = Set<Int>()
         for page in pages {
             let start = page.pointee.start!
-            let seg = Segment.base(of: start)
-            let bits = UInt(bitPattern: Central.bitmap(page))
-            let rows = UInt(bitPattern: seg) + UInt(Segment.freeBitmapsOffset)
-            #expect(bits >= rows && bits + UInt(bitmapBytes) <= UInt(bitPattern: seg) + UInt(Segment.liveBitmapsOffset))
-            ranges.append(bits..<bits + UInt(bitmapBytes))
+            let seg = UInt(bitPattern: Segment.base(of: start))
+            let bits = Central.bitmap(page)
+            for w in 0..<words {
+                let word = UInt(bitPattern: Segment.bitmapWord(bits, w))
+                #expect(word >= seg + UInt(Segment.freeBitmapsOffset) && word + 8 <= seg + UInt(Segment.liveBitmapsOffset))
+                #expect(seen.insert(word).inserted, "two pages share a bitmap word")
+            }
+            // The bitmap's first line is the page's own.
+            #expect(UInt(bitPattern: bits) % UInt(Tuning.cacheLineBytes) == 0)
             let offset = Int(bitPattern: UInt(bitPattern: start) & UInt(Tuning.sliceBytes - 1))
             #expect(offset == SizeClass.firstBlockOffset(info, sizeClass: c, headSlice: Segment.sliceIndex(of: start)))
             offsets.insert(offset)
         }
-        for i in ranges.indices { for j in ranges.indices where i < j { #expect(!ranges[i].overlaps(ranges[j])) } }
         #expect(offsets.count > 1, "every page's first block at the same offset")
     }
 

@@ -38,9 +38,9 @@ import Testing
         }
         #expect(offsets.count == info.colours, "every colour is used")
         // The free bitmap: in the PageMeta for up to 64 blocks, else in the
-        // page's rows in its segment's metadata, one row per slice.
+        // lines of the page's first slice in its segment's metadata.
         if info.blocksPerPage > PageMeta.inlineBitmapBlocks {
-            #expect(PageMeta.bitmapWords(blocks: info.blocksPerPage) * 8 <= info.pageSlices * Segment.bitmapRowBytes)
+            #expect(PageMeta.bitmapWords(blocks: info.blocksPerPage) * 8 <= Segment.bitmapRowBytes)
         }
         #expect(info.reciprocal == UInt64.max / UInt64(info.blockSize) + 1)
         #expect(info.blocksPerPage >= 1)
