@@ -11,7 +11,7 @@
 //   are updated with atomic OR/AND: two threads may free neighbours that
 //   share a bitmap word.
 //
-//     segment +37376 .. +70144:  liveBitmaps[slice][4096 bits] (512 bytes
+//     segment +40960 .. +73728:  liveBitmaps[slice][4096 bits] (512 bytes
 //                                per slice; Segment.liveBitmapsOffset), so
 //                                the metadata takes two slices
 //     segment +126976 .. +131072: guard page (PROT_NONE) between the

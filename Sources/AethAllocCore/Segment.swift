@@ -11,22 +11,22 @@
 //   +128    SegmentHeader
 //   after   BinLink[2]      its place in the manager's two bins (SegmentBins)
 //   +512    PageMeta[64]    64 bytes each; a page uses its first slice's entry
-//   +4608   freeBitmaps     8 rows of 64 lines: line l of a slice's free
+//   +8192   freeBitmaps     8 rows of 64 lines: line l of a slice's free
 //                           bitmap is line s of row l (Page.swift; the page's
 //                           first slice s). Row 0 is 4 KiB: a segment whose
 //                           pages need at most 512 blocks' bits touches only
 //                           it; pages of the smallest classes use the rows
 //                           below.
-//   +37376  liveBitmaps[64] hardened only: 512 bytes each (Hardening.swift)
+//   +40960  liveBitmaps[64] hardened only: 512 bytes each (Hardening.swift)
 //   then    the hardened segment guard, the last OS page of the metadata
 //           slices, where it lies wholly after the metadata
 //
 // The free bitmaps sit together here rather than in front of each page's
 // blocks: at the start of a 64 KiB-aligned page, every page's bitmap would
 // fall in the same few cache sets, and a drain of blocks scattered over
-// many pages missed on nearly every one of them (perl freeing a hash:
-// 98.5k of the drain's 2.3M last-level read misses under callgrind,
-// against 1.1k here; BENCHMARK.md, "Free bitmaps out of the pages").
+// many pages missed on nearly every one of them (perl dropping a hash, under
+// callgrind: the drain's last-level read misses 101k in front of the
+// blocks, 1.1k here; BENCHMARK.md, "Free bitmaps out of the pages").
 //
 // A large allocation (Large.swift) uses the same first 128 bytes with every
 // sliceClass set to markLarge, so `free` tells the two apart from one byte.
@@ -73,7 +73,12 @@ enum Segment {
     /// slice can hold (512 bytes, 8 lines), one line in each of 8 rows.
     static let bitmapRowBytes = Tuning.sliceBytes / SizeClass.minBlockBytes / UInt8.bitWidth
     static let bitmapLineWords = Tuning.cacheLineBytes / MemoryLayout<UInt64>.size
-    @inline(__always) static var freeBitmapsOffset: Int { pagesOffset + Tuning.slicesPerSegment * pageStride }
+    /// On a 4 KiB boundary (the smallest OS page): a small program's row 0
+    /// is one OS page of its own.
+    static let smallestOSPageBytes = 4096
+    @inline(__always) static var freeBitmapsOffset: Int {
+        Layout.after(pagesOffset, Tuning.slicesPerSegment * pageStride, align: smallestOSPageBytes)
+    }
     /// The hardened variant's live-block bitmap rows (Hardening.swift).
     @inline(__always) static var liveBitmapsOffset: Int { freeBitmapsOffset + Tuning.slicesPerSegment * bitmapRowBytes }
     /// Word `w` of a free bitmap that starts at `bits`: 8 words a line, and
