@@ -140,10 +140,7 @@ struct Central {
                 // A bitmap in the segment's rows may hold an earlier page's
                 // bits (the PageMeta's inline word starts at 0).
                 let blocks = info.pointee.blocksPerPage
-                if blocks > PageMeta.inlineBitmapBlocks {
-                    let bits = bitmap(fresh)
-                    for w in 0..<PageMeta.bitmapWords(blocks: blocks) { Segment.bitmapWord(bits, w).pointee = 0 }
-                }
+                if blocks > PageMeta.inlineBitmapBlocks { clear(bitmap(fresh), blocks: blocks) }
                 link(central, fresh)
                 page = fresh
             }
@@ -272,14 +269,18 @@ struct Central {
                 } else {
                     // The class's only page, kept: every block is back, so
                     // it is carved again from its start.
-                    let words = PageMeta.bitmapWords(blocks: Int(page.pointee.bumpBytes / page.pointee.blockSize))
-                    for w in 0..<words { Segment.bitmapWord(bits, w).pointee = 0 }
+                    clear(bits, blocks: Int(page.pointee.bumpBytes / page.pointee.blockSize))
                     page.pointee.freeBlocks = 0
                     page.pointee.firstFreeWord = 0
                     page.pointee.bumpBytes = 0
                 }
             }
         }
+    }
+
+    /// Clears the bits of a free bitmap's first `blocks` blocks.
+    private static func clear(_ bits: UnsafeMutablePointer<UInt64>, blocks: Int) {
+        for w in 0..<PageMeta.bitmapWords(blocks: blocks) { Segment.bitmapWord(bits, w).pointee = 0 }
     }
 
     /// The page's counts say it has a free block and its bitmap has none.
