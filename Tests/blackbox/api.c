@@ -461,6 +461,53 @@ static void test_realloc_zero(void) {
     }
 }
 
+/* Small blocks resized within 1 KiB, one byte step at a time up and down:
+ * every result keeps the contents and errno, whether the block stays or
+ * moves. Then 20000 blocks moved up a class and down again, enough to
+ * overflow the thread cache in both directions. */
+static void test_realloc_small(void) {
+    for (int round = 0; round < 3; round++) {
+        size_t n = 1;
+        char *p = malloc(1);
+        BB_CHECK(p != NULL, "malloc(1) returned NULL");
+        p[0] = (char)bb_pat(7, 0);
+        for (size_t next = 2; next <= 1024 + 1024; next++) {
+            /* 2..1024 growing, then 1023..1 shrinking. */
+            size_t ns = next <= 1024 ? next : 2048 - next;
+            if (ns == 0) break;
+            errno = 1234;
+            bb_barrier();
+            char *q = realloc(p, bb_opaque(ns));
+            bb_barrier();
+            int e = errno;
+            check_aligned16(q, "realloc (small step)", ns);
+            BB_CHECK(e == 1234, "realloc(%zu-byte block, %zu) changed errno to %d", n, ns, e);
+            size_t keep = ns < n ? ns : n;
+            check_pattern(q, keep, 7, "realloc small step");
+            for (size_t i = keep; i < ns; i++) q[i] = (char)bb_pat(7, i);
+            p = q;
+            n = ns;
+        }
+        free(p);
+    }
+    enum { K = 20000 };
+    static char *blocks[K];
+    for (int i = 0; i < K; i++) {
+        blocks[i] = malloc(24);
+        BB_CHECK(blocks[i] != NULL, "malloc(24) returned NULL");
+        bb_fill(blocks[i], 24, (uintptr_t)i);
+        blocks[i] = realloc(blocks[i], bb_opaque(200));
+        BB_CHECK(blocks[i] != NULL, "realloc(24-byte block, 200) returned NULL");
+        check_pattern(blocks[i], 24, (uintptr_t)i, "realloc 24 -> 200");
+    }
+    for (int i = 0; i < K; i++) {
+        blocks[i] = realloc(blocks[i], bb_opaque(16));
+        BB_CHECK(blocks[i] != NULL, "realloc(200-byte block, 16) returned NULL");
+        check_pattern(blocks[i], 16, (uintptr_t)i, "realloc 200 -> 16");
+    }
+    for (int i = 0; i < K; i++) free(blocks[i]);
+}
+
 /* Several interleaved growth chains, then shrinking, then a random walk. */
 static void test_realloc_chains(void) {
     enum { C = 4 };
@@ -964,6 +1011,7 @@ int main(void) {
     test_overflow();
     test_realloc_fail();
     test_realloc_zero();
+    test_realloc_small();
     test_realloc_chains();
     test_bad_alignments();
     test_alignments();
