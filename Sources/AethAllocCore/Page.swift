@@ -89,14 +89,22 @@ struct Central {
     /// its class (`limitBytes` and `blockSize` set).
     @inline(__always)
     static func bitmap(_ pg: UnsafeMutablePointer<PageMeta>) -> UnsafeMutablePointer<UInt64> {
-        if pg.pointee.limitBytes <= UInt32(truncatingIfNeeded: PageMeta.inlineBitmapBlocks) &* pg.pointee.blockSize {
-            return UnsafeMutableRawPointer(pg).assumingMemoryBound(to: UInt64.self)
-        }
         // The page's PageMeta is its first slice's entry (Segment.pageMeta).
         let meta = UInt(bitPattern: pg)
         let seg = meta & ~UInt(Tuning.segmentBytes &- 1)
         let head = Int(bitPattern: (meta &- seg &- UInt(Segment.pagesOffset)) / UInt(Segment.pageStride))
-        return Segment.freeBitmap(RawPointer(bitPattern: seg).unsafelyUnwrapped, headSlice: head)
+        return bitmap(pg, in: RawPointer(bitPattern: seg).unsafelyUnwrapped, headSlice: head)
+    }
+
+    /// The same, for a page whose segment and first slice the caller has.
+    @inline(__always)
+    static func bitmap(
+        _ pg: UnsafeMutablePointer<PageMeta>, in seg: RawPointer, headSlice head: Int
+    ) -> UnsafeMutablePointer<UInt64> {
+        if pg.pointee.limitBytes <= UInt32(truncatingIfNeeded: PageMeta.inlineBitmapBlocks) &* pg.pointee.blockSize {
+            return UnsafeMutableRawPointer(pg).assumingMemoryBound(to: UInt64.self)
+        }
+        return Segment.freeBitmap(seg, headSlice: head)
     }
 
     /// Whether the free bitmap and the counts agree (tests; lock held).
@@ -220,13 +228,14 @@ struct Central {
             if Int(Segment.sliceClass(seg, Segment.sliceIndex(of: first))) != c {
                 Diagnostics.invalidPointer(first, operation: "free", reason: "not a block of a live page: freed twice")
             }
-            let page = Segment.page(of: first, in: seg)
+            let head = Segment.headSlice(of: first, in: seg)
+            let page = Segment.pageMeta(seg, headSlice: head)
             let start = UInt(bitPattern: page.pointee.start)
             let span = UInt(page.pointee.bumpBytes)
             if UInt(bitPattern: first) &- start >= span {
                 Diagnostics.invalidPointer(first, operation: "free", reason: "not a block of its page")
             }
-            let bits = bitmap(page)
+            let bits = bitmap(page, in: seg, headSlice: head)
             var lowest = Int.max
             // The run's blocks read as addresses (no test for nil per block).
             let stride = MemoryLayout<RawPointer?>.stride
@@ -244,18 +253,17 @@ struct Central {
                     Diagnostics.invalidPointer(RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "not a block start")
                 }
                 let w = Int(bitPattern: index &>> 6)
-                let bit = UInt64(1) &<< UInt64(index & 63)
                 let at = Segment.bitmapWord(bits, w)
                 let word = at.pointee
-                if word & bit != 0 {
+                if (word &>> UInt64(index & 63)) & 1 != 0 {
                     Diagnostics.invalidPointer(
                         RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "freed twice (found when its page took it back)")
                 }
-                at.pointee = word | bit
+                at.pointee = word | (1 &<< UInt64(index & 63))
                 lowest = Swift.min(lowest, w)
                 q += stride
             } while q < end
-            let k = UInt32(truncatingIfNeeded: run.distance(to: q) / stride)
+            let k = UInt32(truncatingIfNeeded: (UInt(bitPattern: q) &- UInt(bitPattern: run)) / UInt(stride))
             i &+= Int(k)
             let low = UInt16(truncatingIfNeeded: lowest)
             if page.pointee.freeBlocks == 0 || low < page.pointee.firstFreeWord { page.pointee.firstFreeWord = low }

@@ -171,8 +171,11 @@ enum Segment {
     }
     /// The page owning block `p`, which lies in small segment `seg`.
     @inline(__always) static func page(of p: RawPointer, in seg: RawPointer) -> UnsafeMutablePointer<PageMeta> {
-        let head = Int(seg.load(fromByteOffset: sliceHeadOffset &+ sliceIndex(of: p), as: UInt8.self))
-        return pageMeta(seg, headSlice: head)
+        pageMeta(seg, headSlice: headSlice(of: p, in: seg))
+    }
+    /// The first slice of the page holding `p`, in small segment `seg`.
+    @inline(__always) static func headSlice(of p: RawPointer, in seg: RawPointer) -> Int {
+        Int(seg.load(fromByteOffset: sliceHeadOffset &+ sliceIndex(of: p), as: UInt8.self))
     }
 }
 
