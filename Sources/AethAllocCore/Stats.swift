@@ -8,13 +8,13 @@
 //
 // In the metrics variant, the fast paths add to per-thread counters (plain
 // stores into the thread cache, no atomics). Those are added to the process
-// totals (GlobalMetrics, atomics) every `Tuning.statsFlushRefills` cache
-// refills and at thread exit. Slow-path events (mapping, purging, large
+// totals (GlobalMetrics, atomics) every `Tuning.statsFlushTrades` cache
+// refills and overflows together, and at thread exit. Slow-path events (mapping, purging, large
 // blocks, depot transfers) go straight to the atomics.
 //
 // Per-thread counters, at ThreadCache.statsOffset (ThreadStats):
 //   allocs[SizeClass.count], frees[SizeClass.count], misses,
-//   refillsSinceFlush, lastFlushMs: UInt64 each
+//   tradesSinceFlush, lastFlushMs: UInt64 each
 import Synchronization
 
 /// Process totals. Per-class allocation counts follow the struct at
@@ -42,8 +42,8 @@ enum ThreadStats {
     @inline(__always) static var allocsOffset: Int { 0 }
     @inline(__always) static var freesOffset: Int { allocsOffset + 8 * SizeClass.count }
     @inline(__always) static var missesOffset: Int { freesOffset + 8 * SizeClass.count }
-    @inline(__always) static var refillsOffset: Int { missesOffset + 8 }
-    @inline(__always) static var lastFlushOffset: Int { refillsOffset + 8 }
+    @inline(__always) static var tradesOffset: Int { missesOffset + 8 }
+    @inline(__always) static var lastFlushOffset: Int { tradesOffset + 8 }
     @inline(__always) static var bytes: Int { lastFlushOffset + 8 }
 }
 
@@ -93,14 +93,30 @@ enum Stats {
         addInUse(-Globals.classInfo(c).pointee.blockSize)
     }
 
+    /// A cache refill (an allocation the cache could not serve).
     static func cacheMiss(_ tc: RawPointer) {
         if !enabled { return }
         local(tc, ThreadStats.missesOffset).pointee &+= 1
-        let refills = local(tc, ThreadStats.refillsOffset)
-        refills.pointee &+= 1
-        // Every so many refills, or when the last flush is old enough that
-        // a live reader would see stale numbers.
-        if refills.pointee >= Tuning.statsFlushRefills
+        traded(tc)
+    }
+
+    /// A cache overflow (a free that made room by giving blocks back).
+    /// Counted like a refill, so a thread that only frees (a consumer of
+    /// what others allocated) folds its frees into the totals while it
+    /// runs, not only at its exit: otherwise `bytes_in_use` and its peak
+    /// climb by everything the producers allocate.
+    static func cacheOverflow(_ tc: RawPointer) {
+        if !enabled { return }
+        traded(tc)
+    }
+
+    /// Folds the thread's counters every so many refills and overflows, or
+    /// when the last fold is old enough that a live reader would see stale
+    /// numbers.
+    private static func traded(_ tc: RawPointer) {
+        let trades = local(tc, ThreadStats.tradesOffset)
+        trades.pointee &+= 1
+        if trades.pointee >= Tuning.statsFlushTrades
             || OS.nowMs() &- local(tc, ThreadStats.lastFlushOffset).pointee >= Tuning.publishIntervalMs
         {
             flush(tc)
@@ -174,7 +190,7 @@ enum Stats {
         global.pointee.cacheHits.wrappingAdd(allocs &- min(allocs, misses), ordering: .relaxed)
         addInUse(delta)
         local(tc, ThreadStats.missesOffset).pointee = 0
-        local(tc, ThreadStats.refillsOffset).pointee = 0
+        local(tc, ThreadStats.tradesOffset).pointee = 0
         local(tc, ThreadStats.lastFlushOffset).pointee = OS.nowMs()
         Publisher.publish()
     }

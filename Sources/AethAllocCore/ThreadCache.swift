@@ -124,6 +124,7 @@ enum ThreadCache {
             Variant.Cache.flush(tc, c, p)
             setBusy(tc, false)
             Stats.freed(tc, c)
+            Stats.cacheOverflow(tc)
             return
         }
         deallocateDirect(p, c)

@@ -68,8 +68,9 @@ enum Tuning {
     static let simpleUnsharedPoolBatches = 1
 
     // ---- metrics -----------------------------------------------------------
-    /// Per-thread counters reach the process totals every this many refills.
-    static let statsFlushRefills: UInt64 = 64
+    /// Per-thread counters reach the process totals every this many cache
+    /// refills and overflows.
+    static let statsFlushTrades: UInt64 = 64
     /// ...or when the thread's last flush is older than this; the statistics
     /// file is rewritten on every flush.
     static let publishIntervalMs: UInt64 = 100
