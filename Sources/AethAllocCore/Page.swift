@@ -217,12 +217,16 @@ struct Central {
         Lock.acquire(lockWord(c))
         defer { Lock.release(lockWord(c)) }
         central.pointee.outBlocks &-= n
-        var i = 0
-        while i < n {
+        // One cursor over the blocks, read as addresses (no test for nil
+        // per block).
+        let stride = MemoryLayout<RawPointer?>.stride
+        var q = UnsafeRawPointer(src)
+        let end = UnsafeRawPointer(src + n)
+        while q < end {
             // Blocks freed one after another often share a page: the page is
             // looked up once per run of them, and its counts are written
             // back once.
-            let first = src[i].unsafelyUnwrapped
+            let first = q.load(as: RawPointer.self)
             let seg = Segment.base(of: first)
             // A block freed twice may come back after its page was released.
             if Int(Segment.sliceClass(seg, Segment.sliceIndex(of: first))) != c {
@@ -237,11 +241,7 @@ struct Central {
             }
             let bits = bitmap(page, in: seg, headSlice: head)
             var lowest = Int.max
-            // The run's blocks read as addresses (no test for nil per block).
-            let stride = MemoryLayout<RawPointer?>.stride
-            let run = UnsafeRawPointer(src + i)
-            var q = run
-            let end = UnsafeRawPointer(src + n)
+            let run = q
             repeat {
                 let offset = q.load(as: UInt.self) &- start
                 if offset >= span { break }
@@ -264,7 +264,6 @@ struct Central {
                 q += stride
             } while q < end
             let k = UInt32(truncatingIfNeeded: (UInt(bitPattern: q) &- UInt(bitPattern: run)) / UInt(stride))
-            i &+= Int(k)
             let low = UInt16(truncatingIfNeeded: lowest)
             if page.pointee.freeBlocks == 0 || low < page.pointee.firstFreeWord { page.pointee.firstFreeWord = low }
             page.pointee.freeBlocks &+= k
