@@ -132,24 +132,40 @@ enum Allocator {
     static func deallocate(_ pointer: RawPointer?) {
         // Hardened on aarch64: the address without a memory tag.
         let a = Hardening.stripTag(UInt(bitPattern: pointer))
-        let chunk = a &>> UInt(Tuning.segmentShift)
-        // 16-byte aligned and inside the map, in one test against one mask.
-        if a & Allocator.outsideMapOrMisaligned == 0 && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
-            let p = RawPointer(bitPattern: a).unsafelyUnwrapped
-            let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
-            let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
-            if c < SizeClass.count {
-                Hardening.takeBack(pointer.unsafelyUnwrapped, sizeClass: c, operation: "free")
-                let tc = ThreadCache.current
-                if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
-                    Stats.freed(tc, c)
-                    return
-                }
-                return deallocateToFullCache(p, c)
-            }
+        if let c = smallClass(ofUntagged: a) {
+            Hardening.takeBack(pointer.unsafelyUnwrapped, sizeClass: c, operation: "free")
+            return cacheFreed(RawPointer(bitPattern: a).unsafelyUnwrapped, c, ThreadCache.current)
         }
         guard let pointer else { return }
         deallocateSlow(pointer)
+    }
+
+    /// The class of the small block at untagged address `a`, from the
+    /// segment map and the slice's class byte, or nil when the address is
+    /// misaligned, outside the map, not in a small segment or not in a page
+    /// of a class (the caller's slow path tells which). Free's and realloc's
+    /// fast test.
+    @inline(__always)
+    static func smallClass(ofUntagged a: UInt) -> Int? {
+        let chunk = a &>> UInt(Tuning.segmentShift)
+        // 16-byte aligned and inside the map, in one test against one mask.
+        if a & Allocator.outsideMapOrMisaligned == 0 && Globals.segmentMap[Int(bitPattern: chunk)] == 1 {
+            let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
+            let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: RawPointer(bitPattern: a).unsafelyUnwrapped)))
+            if c < SizeClass.count { return c }
+        }
+        return nil
+    }
+
+    /// Puts block `p` of class `c`, taken back from the program, into cache
+    /// `tc` (the slow path when its entry is full).
+    @inline(__always)
+    static func cacheFreed(_ p: RawPointer, _ c: Int, _ tc: RawPointer) {
+        if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
+            Stats.freed(tc, c)
+            return
+        }
+        deallocateToFullCache(p, c)
     }
 
     @inline(never)
@@ -226,33 +242,21 @@ enum Allocator {
     @inline(__always)
     static func reallocate(_ pointer: RawPointer?, _ n: UInt) -> RawPointer? {
         let a = Hardening.stripTag(UInt(bitPattern: pointer))
-        let chunk = a &>> UInt(Tuning.segmentShift)
         // n in [1, 1 KiB]: n == 0 frees, and wraps around to fail the test.
-        if n &- 1 < UInt(Tuning.smallTableMaxBytes) && a & Allocator.outsideMapOrMisaligned == 0
-            && Globals.segmentMap[Int(bitPattern: chunk)] == 1
-        {
-            let p = RawPointer(bitPattern: a).unsafelyUnwrapped
-            let seg = RawPointer(bitPattern: a & ~UInt(Tuning.segmentBytes - 1)).unsafelyUnwrapped
-            let c = Int(Segment.sliceClass(seg, Segment.sliceIndex(of: p)))
-            if c < SizeClass.count {
-                let old = pointer.unsafelyUnwrapped
-                Hardening.checkLive(old, operation: "realloc")
-                let usable = UInt(bitPattern: Globals.classInfo(c).pointee.blockSize)
-                if staysPut(n, usable: usable) { return old }
-                let tc = ThreadCache.current
-                let d = Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
-                if let q = Variant.Cache.pop(ThreadCache.hot(tc, d)) {
-                    Stats.allocated(tc, d)
-                    let new = Hardening.handOut(q, sizeClass: d)
-                    OS.copy(new, old, bytes: Int(bitPattern: Swift.min(usable, n)))
-                    Hardening.takeBack(old, sizeClass: c, operation: "realloc")
-                    if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
-                        Stats.freed(tc, c)
-                    } else {
-                        deallocateToFullCache(p, c)
-                    }
-                    return new
-                }
+        if let c = smallClass(ofUntagged: a), n &- 1 < UInt(Tuning.smallTableMaxBytes) {
+            let old = pointer.unsafelyUnwrapped
+            Hardening.checkLive(old, operation: "realloc")
+            let usable = UInt(bitPattern: Globals.classInfo(c).pointee.blockSize)
+            if staysPut(n, usable: usable) { return old }
+            let tc = ThreadCache.current
+            let d = Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
+            if let q = Variant.Cache.pop(ThreadCache.hot(tc, d)) {
+                Stats.allocated(tc, d)
+                let new = Hardening.handOut(q, sizeClass: d)
+                OS.copy(new, old, bytes: Int(bitPattern: Swift.min(usable, n)))
+                Hardening.takeBack(old, sizeClass: c, operation: "realloc")
+                cacheFreed(RawPointer(bitPattern: a).unsafelyUnwrapped, c, tc)
+                return new
             }
         }
         return reallocateSlow(pointer, n)

@@ -51,7 +51,7 @@ import Synchronization
 
 enum Hardening {
     /// The segment guard is the metadata slices' last OS page...
-    @inline(__always) static var segmentGuardOffset: Int { Segment.metadataSlices * Tuning.sliceBytes - OS.pageBytes }
+    @inline(__always) static var segmentGuardOffset: Int { Segment.metadataBytes - OS.pageBytes }
     /// ...where that page lies wholly after the metadata: with 4 and 16 KiB
     /// pages, not with 64 KiB pages (one page is the whole slice), where
     /// segments have no guard and the first block page borders the bitmap.
@@ -165,7 +165,7 @@ enum Hardening {
         let offset = UInt(bitPattern: p) & UInt(Tuning.segmentBytes - 1)
         var exclude: UInt64 = 1
         exclude |= 1 << ((p + 8).load(as: UInt64.self) & 15)
-        if offset > UInt(Segment.metadataSlices * Tuning.sliceBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p - 16)) }
+        if offset > UInt(Segment.metadataBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p - 16)) }
         if offset + UInt(size) < UInt(Tuning.segmentBytes) { exclude |= 1 << UInt64(OS.memoryTag(of: p + size)) }
         return OS.tagAndZero(p, bytes: size, excluding: exclude)
     }

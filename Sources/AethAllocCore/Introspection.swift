@@ -124,7 +124,7 @@ enum MallocOption {
             state.pointee.dirtyMinBytes = Int(value)
         case mmapThreshold:
             // A medium block is a run of a segment's slices after its metadata.
-            if value < 0 || Int(value) > (Tuning.slicesPerSegment - Segment.metadataSlices) * Tuning.sliceBytes { return 0 }
+            if value < 0 || Int(value) > Tuning.segmentBytes - Segment.metadataBytes { return 0 }
             state.pointee.mediumMaxBytes = max(Int(value), Tuning.maxSmallBytes)
         case mmapMax:
             if value <= 0 { return 0 }

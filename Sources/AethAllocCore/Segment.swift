@@ -90,6 +90,8 @@ enum Segment {
     /// Where the metadata ends, and the slices it takes.
     @inline(__always) static var metadataEndBytes: Int { Variant.hardened ? liveBitmapsOffset + Tuning.slicesPerSegment * bitmapRowBytes : liveBitmapsOffset }
     @inline(__always) static var metadataSlices: Int { (metadataEndBytes + Tuning.sliceBytes - 1) / Tuning.sliceBytes }
+    /// Where the first page can start: the bytes the metadata slices take.
+    @inline(__always) static var metadataBytes: Int { metadataSlices * Tuning.sliceBytes }
     /// The first line of the free bitmap of the page whose first slice is
     /// `headSlice` (its other words: `bitmapWord`).
     @inline(__always) static func freeBitmap(_ seg: RawPointer, headSlice: Int) -> UnsafeMutablePointer<UInt64> {
