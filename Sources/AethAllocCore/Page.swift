@@ -240,7 +240,12 @@ struct Central {
                 Diagnostics.invalidPointer(first, operation: "free", reason: "not a block of its page")
             }
             let bits = bitmap(page, in: seg, headSlice: head)
-            var lowest = Int.max
+            // The run's bits are gathered a bitmap word at a time (blocks
+            // freed one after another are mostly neighbours) and merged into
+            // the page's word once per change of word.
+            var word = Int(bitPattern: UInt(truncatingIfNeeded: reciprocal.multipliedFullWidth(by: UInt64(truncatingIfNeeded: UInt(bitPattern: first) &- start)).high) &>> 6)
+            var lowest = word
+            var gathered: UInt64 = 0
             let run = q
             repeat {
                 let offset = q.load(as: UInt.self) &- start
@@ -248,21 +253,23 @@ struct Central {
                 // offset < span < 2^32: one product gives the index and
                 // whether the offset is a multiple of the size (ClassInfo).
                 let (high, low) = reciprocal.multipliedFullWidth(by: UInt64(truncatingIfNeeded: offset))
-                let index = UInt(truncatingIfNeeded: high)
                 if low >= reciprocal {
                     Diagnostics.invalidPointer(RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "not a block start")
                 }
+                let index = UInt(truncatingIfNeeded: high)
                 let w = Int(bitPattern: index &>> 6)
-                let at = Segment.bitmapWord(bits, w)
-                let word = at.pointee
-                if (word &>> UInt64(index & 63)) & 1 != 0 {
-                    Diagnostics.invalidPointer(
-                        RawPointer(bitPattern: q.load(as: UInt.self)), operation: "free", reason: "freed twice (found when its page took it back)")
+                if w != word {
+                    merge(gathered, into: Segment.bitmapWord(bits, word), page: page, word: word)
+                    gathered = 0
+                    word = w
+                    lowest = Swift.min(lowest, w)
                 }
-                at.pointee = word | (1 &<< UInt64(index & 63))
-                lowest = Swift.min(lowest, w)
+                let bit: UInt64 = 1 &<< UInt64(index & 63)
+                if gathered & bit != 0 { freedTwice(page, index: Int(bitPattern: index)) }
+                gathered |= bit
                 q += stride
             } while q < end
+            merge(gathered, into: Segment.bitmapWord(bits, word), page: page, word: word)
             let k = UInt32(truncatingIfNeeded: (UInt(bitPattern: q) &- UInt(bitPattern: run)) / UInt(stride))
             let low = UInt16(truncatingIfNeeded: lowest)
             if page.pointee.freeBlocks == 0 || low < page.pointee.firstFreeWord { page.pointee.firstFreeWord = low }
@@ -283,6 +290,22 @@ struct Central {
                 }
             }
         }
+    }
+
+    /// Sets a run's gathered bits in the page's bitmap word `word`; a bit
+    /// already set there is a block freed twice.
+    @inline(__always)
+    private static func merge(_ gathered: UInt64, into at: UnsafeMutablePointer<UInt64>, page: UnsafeMutablePointer<PageMeta>, word: Int) {
+        let old = at.pointee
+        if old & gathered != 0 { freedTwice(page, index: word &<< 6 &+ (old & gathered).trailingZeroBitCount) }
+        at.pointee = old | gathered
+    }
+
+    /// Block `index` of the page came back while its bit was set.
+    @inline(never)
+    private static func freedTwice(_ page: UnsafeMutablePointer<PageMeta>, index: Int) -> Never {
+        let block = RawPointer(bitPattern: UInt(bitPattern: page.pointee.start) &+ UInt(index) &* UInt(page.pointee.blockSize))
+        Diagnostics.invalidPointer(block, operation: "free", reason: "freed twice (found when its page took it back)")
     }
 
     /// Clears the bits of a free bitmap's first `blocks` blocks.

@@ -58,6 +58,9 @@ struct MisuseCase: Sendable, CustomTestStringConvertible {
             name: "small-double-free-trim", operation: "free", reason: "freed twice (found when its page took it back)",
             hardenedReasons: ["not a live block: double free or interior pointer"]),
         MisuseCase(
+            name: "small-double-free-apart", operation: "free", reason: "freed twice (found when its page took it back)",
+            hardenedReasons: ["not a live block: double free or interior pointer"]),
+        MisuseCase(
             name: "small-interior-trim", operation: "free", reason: "not a block start",
             hardenedReasons: ["not a live block: double free or interior pointer"]),
         MisuseCase(

@@ -99,6 +99,22 @@ int main(int argc, char **argv) {
         show(p);
         free(p);
         malloc_trim(0);
+    } else if (!strcmp(c, "small-double-free-apart")) {
+        /* The same, with a block of another bitmap word of the same page
+         * freed between the two frees: the page gathers a run's bits a
+         * word at a time (Central.drain), so the second free of p meets
+         * its first in the page's word, not in the run's. */
+        char *b[256];
+        for (int i = 0; i < 256; i++) b[i] = malloc(64);
+        char *p = b[0], *q = NULL;
+        for (int i = 1; i < 256 && !q; i++)
+            if (b[i] - p >= 64 * 64 && b[i] - p < 2 * 64 * 64) q = b[i];
+        if (!q) { fprintf(stderr, "no block a bitmap word away\n"); return 4; }
+        free(p);
+        free(q);
+        show(p);
+        free(p);
+        malloc_trim(0);
     } else if (!strcmp(c, "small-interior-trim")) {
         char *keep = malloc(64);
         sink = keep;
