@@ -25,7 +25,7 @@ enum Allocator {
     @inline(__always)
     static func allocate(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.smallTableMaxBytes) {
-            return allocate(sizeClass: Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)]), request: n)
+            return allocate(entryOffset: Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)]), request: n)
         }
         return aethalloc_allocate_above_1k(n)
     }
@@ -34,8 +34,15 @@ enum Allocator {
     /// pop, else the slow path. Every small allocation goes through here.
     @inline(__always)
     static func allocate(sizeClass c: Int, request n: UInt) -> RawPointer? {
+        allocate(entryOffset: ThreadCache.entryOffset(c), request: n)
+    }
+
+    /// The same, for the class whose cache entry lies at `offset`.
+    @inline(__always)
+    static func allocate(entryOffset offset: Int, request n: UInt) -> RawPointer? {
         let tc = ThreadCache.current
-        if let p = Variant.Cache.pop(ThreadCache.hot(tc, c)) {
+        let c = ThreadCache.sizeClass(ofEntryOffset: offset)
+        if let p = Variant.Cache.pop(ThreadCache.hot(tc, entryOffset: offset)) {
             Stats.allocated(tc, c)
             return Hardening.handOut(p, sizeClass: c)
         }
@@ -249,7 +256,7 @@ enum Allocator {
             let usable = UInt(bitPattern: Globals.classInfo(c).pointee.blockSize)
             if staysPut(n, usable: usable) { return old }
             let tc = ThreadCache.current
-            let d = Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
+            let d = SizeClass.index(of: Int(bitPattern: n))
             if let q = Variant.Cache.pop(ThreadCache.hot(tc, d)) {
                 Stats.allocated(tc, d)
                 let new = Hardening.handOut(q, sizeClass: d)

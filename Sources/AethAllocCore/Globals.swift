@@ -61,7 +61,7 @@ struct ProcessState {
 enum Globals {
     // ---- the regions, each after the one before --------------------------------
     @inline(__always) static var sizeTableOffset: Int { 0 }
-    @inline(__always) static var sizeTableBytes: Int { Tuning.smallTableMaxBytes / 16 + 1 }
+    @inline(__always) static var sizeTableBytes: Int { (Tuning.smallTableMaxBytes / 16 + 1) * MemoryLayout<UInt16>.stride }
     @inline(__always) static var processOffset: Int { Layout.after(sizeTableOffset, sizeTableBytes) }
     @inline(__always) static var classInfoOffset: Int { Layout.after(processOffset, MemoryLayout<ProcessState>.size) }
     /// Two cache lines per class: a class lock's holder does not share a
@@ -156,8 +156,11 @@ enum Globals {
     // ---- the regions ---------------------------------------------------------------
     @inline(__always) static var root: RawPointer { OS.rootStorage }
 
-    @inline(__always) static var sizeTable: UnsafeMutablePointer<UInt8> {
-        (root + sizeTableOffset).assumingMemoryBound(to: UInt8.self)
+    /// For each request size up to 1 KiB, in 16-byte steps: where its
+    /// class's entry lies in a thread cache (ThreadCache.entryOffset), so
+    /// malloc's fast path adds it to the cache's address as it is.
+    @inline(__always) static var sizeTable: UnsafeMutablePointer<UInt16> {
+        (root + sizeTableOffset).assumingMemoryBound(to: UInt16.self)
     }
     @inline(__always) static var process: UnsafeMutablePointer<ProcessState> {
         (root + processOffset).assumingMemoryBound(to: ProcessState.self)

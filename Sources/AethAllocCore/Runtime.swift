@@ -57,7 +57,7 @@ enum Runtime {
         }
         var i = 0
         while i * 16 <= Tuning.smallTableMaxBytes {
-            Globals.sizeTable[i] = UInt8(SizeClass.computedIndex(of: max(i * 16, 1)))
+            Globals.sizeTable[i] = UInt16(ThreadCache.entryOffset(SizeClass.computedIndex(of: max(i * 16, 1))))
             i += 1
         }
     }

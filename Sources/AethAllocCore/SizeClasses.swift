@@ -27,7 +27,7 @@ enum SizeClass {
     @inline(__always)
     static func index(of size: Int) -> Int {
         if size <= Tuning.smallTableMaxBytes {
-            return Int(Globals.sizeTable[(size &+ 15) &>> 4])
+            return ThreadCache.sizeClass(ofEntryOffset: Int(Globals.sizeTable[(size &+ 15) &>> 4]))
         }
         return computedIndex(of: size)
     }

@@ -80,8 +80,18 @@ enum ThreadCache {
 
     @inline(__always)
     static func hot(_ tc: RawPointer, _ c: Int) -> UnsafeMutablePointer<CacheEntry> {
-        (tc + (hotOffset &+ c &* MemoryLayout<CacheEntry>.stride)).assumingMemoryBound(to: CacheEntry.self)
+        hot(tc, entryOffset: entryOffset(c))
     }
+    @inline(__always)
+    static func hot(_ tc: RawPointer, entryOffset: Int) -> UnsafeMutablePointer<CacheEntry> {
+        (tc + entryOffset).assumingMemoryBound(to: CacheEntry.self)
+    }
+    /// Where class `c`'s entry lies in a cache (what Globals.sizeTable holds).
+    @inline(__always)
+    static func entryOffset(_ c: Int) -> Int { hotOffset &+ c &* MemoryLayout<CacheEntry>.stride }
+    /// The class whose entry lies at `offset`.
+    @inline(__always)
+    static func sizeClass(ofEntryOffset offset: Int) -> Int { (offset &- hotOffset) / MemoryLayout<CacheEntry>.stride }
     @inline(__always)
     static func cold<T>(_ tc: RawPointer, _ c: Int, as: T.Type) -> UnsafeMutablePointer<T> {
         (tc + (coldOffset &+ c &* coldStride)).assumingMemoryBound(to: T.self)
