@@ -100,12 +100,17 @@ struct TaggedStack: ~Copyable {
 /// One class's depot of full magazines.
 ///
 /// Until a thread pops a magazine that another thread's cache pushed, the
-/// depot keeps `Tuning.depotUnsharedMagazines`: it could only hand the
+/// depot keeps the class's `depotUnsharedLimit` (Tuning.depotUnsharedBytesPerClass,
+/// an eighth of the shared limit's bytes): it could only hand the
 /// thread that uses it its own blocks back, last freed first, and a program
 /// that frees and rebuilds its structures again and again would get them in
 /// an order that scatters a little more each time (a list rebuilt from the
-/// blocks of its predecessor). The pages hand them out in address order
-/// instead (their free bitmaps, Page.swift). Once blocks of the class do
+/// blocks of its predecessor). Beyond that the pages take them and hand them
+/// out in address order (their free bitmaps, Page.swift). The bound trades
+/// that order against the pages' round trip, about 31 instructions a block
+/// (BENCHMARK.md, "The unshared depot"): 4 magazines left `remote_free`
+/// (one thread) 1.07x mimalloc's time; 256 KiB brings it to 0.98x with
+/// `small_objects`, `bignum` and the rest level. Once blocks of the class do
 /// travel between threads (`shared`, set for good), the depot keeps up to
 /// the class's `depotLimit`, so a producer's and a consumer's magazines
 /// meet there. Per class and by what happened, not by how many threads
@@ -123,7 +128,8 @@ struct Depot: ~Copyable {
     /// The number of full magazines class `c`'s depot keeps.
     @inline(__always)
     static func limit(_ c: Int) -> Int {
-        isShared(c) ? Globals.classInfo(c).pointee.depotLimit : Tuning.depotUnsharedMagazines
+        let info = Globals.classInfo(c)
+        return isShared(c) ? info.pointee.depotLimit : info.pointee.depotUnsharedLimit
     }
 
     /// Whether blocks of class `c` have travelled between threads.

@@ -53,6 +53,7 @@ enum Runtime {
                 colours: SizeClass.computedColours(c), colourStep: SizeClass.computedColourStep(c),
                 reciprocal: SizeClass.computedReciprocal(c),
                 magazineCapacity: SizeClass.computedMagazineCapacity(c), depotLimit: SizeClass.computedDepotLimit(c),
+                depotUnsharedLimit: SizeClass.computedDepotUnsharedLimit(c),
                 simpleBatch: SizeClass.computedSimpleBatch(c), simplePoolLimit: SizeClass.computedSimplePoolLimit(c))
         }
         var i = 0

@@ -113,6 +113,12 @@ enum SizeClass {
         return max(Tuning.depotMinMagazines, min(Tuning.depotMaxMagazines, Tuning.depotMaxBytesPerClass / bytes))
     }
 
+    /// The same while no block of class `c` has travelled between threads.
+    static func computedDepotUnsharedLimit(_ c: Int) -> Int {
+        let bytes = computedBlockSize(c) * computedMagazineCapacity(c)
+        return max(Tuning.depotMinMagazines, min(computedDepotLimit(c), Tuning.depotUnsharedBytesPerClass / bytes))
+    }
+
     /// Blocks per batch of the simple variant: half its anti-hoarding
     /// threshold (the seed's 4096 blocks, fewer for large classes).
     static func computedSimpleBatch(_ c: Int) -> Int {
@@ -151,6 +157,7 @@ struct ClassInfo {
     var reciprocal: UInt64
     var magazineCapacity: Int
     var depotLimit: Int
+    var depotUnsharedLimit: Int
     var simpleBatch: Int
     var simplePoolLimit: Int
 }

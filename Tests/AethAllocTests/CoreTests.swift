@@ -385,7 +385,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
             try #require(Central.fill(c, into: Magazine.rounds(m), max: capacity) == capacity)
             m.pointee.count = capacity
             // The limit of a class whose blocks travel between threads
-            // (until then Tuning.depotUnsharedMagazines; see the test below).
+            // (until then its depotUnsharedLimit; see the test below).
             if Depot.pushFull(c, m, from: RawPointer(bitPattern: 0x1000)!, limit: limit) {
                 pushed.append(m)
             } else {
@@ -399,12 +399,12 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         #expect(Globals.depot(c).pointee.full.approximateCount() == 0)
     }
 
-    /// A depot keeps Tuning.depotUnsharedMagazines until a cache pops a
+    /// A depot keeps its class's depotUnsharedLimit until a cache pops a
     /// magazine another cache pushed last, then its class's full limit.
     @Test func theDepotGrowsOnceItsBlocksChangeThreads() throws {
         let c = 41
         let info = Globals.classInfo(c).pointee
-        try #require(info.depotLimit > Tuning.depotUnsharedMagazines + 1)
+        try #require(info.depotLimit > info.depotUnsharedLimit + 1)
         let d = Globals.depot(c)
         d.pointee.shared.store(false, ordering: .relaxed)
         defer { d.pointee.shared.store(false, ordering: .relaxed) }
@@ -428,7 +428,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
                 accepted += 1
             }
         }
-        #expect(try pushUntilRefused(from: a) == Tuning.depotUnsharedMagazines)
+        #expect(try pushUntilRefused(from: a) == info.depotUnsharedLimit)
         // The cache that pushed takes one back: still unshared.
         let own = try #require(Depot.popFull(c, to: a))
         let sharedAfterOwnPop = d.pointee.shared.load(ordering: .relaxed)
@@ -439,7 +439,7 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         let sharedAfterOtherPop = d.pointee.shared.load(ordering: .relaxed)
         #expect(sharedAfterOtherPop)
         #expect(Depot.pushFull(c, other, from: b))
-        #expect(try pushUntilRefused(from: b) == info.depotLimit - Tuning.depotUnsharedMagazines)
+        #expect(try pushUntilRefused(from: b) == info.depotLimit - info.depotUnsharedLimit)
         Depot.drainAll(c)
     }
 
