@@ -168,17 +168,20 @@ enum Allocator {
     /// `tc` (the slow path when its entry is full).
     @inline(__always)
     static func cacheFreed(_ p: RawPointer, _ c: Int, _ tc: RawPointer) {
-        if Variant.Cache.push(ThreadCache.hot(tc, c), p) {
+        // The slow path gets the entry's offset and derives the class: the
+        // fast path then keeps only the offset live.
+        let offset = ThreadCache.entryOffset(c)
+        if Variant.Cache.push(ThreadCache.hot(tc, entryOffset: offset), p) {
             Stats.freed(tc, c)
             return
         }
-        deallocateToFullCache(p, c)
+        deallocateToFullCache(p, entryOffset: offset)
     }
 
     @inline(never)
-    static func deallocateToFullCache(_ p: RawPointer, _ c: Int) {
+    static func deallocateToFullCache(_ p: RawPointer, entryOffset: Int) {
         let saved = OS.errno
-        ThreadCache.deallocate(p, c)
+        ThreadCache.deallocate(p, ThreadCache.sizeClass(ofEntryOffset: entryOffset))
         OS.errno = saved
     }
 
