@@ -57,6 +57,16 @@ import Testing
         #expect(info.pageSlices == 1 || !fits(info.pageSlices - 1), "\(info.pageSlices - 1) slices would do")
         #expect(info.magazineCapacity >= 1 && info.magazineCapacity <= Tuning.magazineSlots)
         #expect(info.depotLimit >= Tuning.depotMinMagazines)
+        // The unshared depot: between the minimum and the shared limit, and
+        // past the minimum only as far as its byte budget reaches.
+        let magazineBytes = info.magazineCapacity * info.blockSize
+        #expect(info.depotUnsharedLimit >= Tuning.depotMinMagazines && info.depotUnsharedLimit <= info.depotLimit)
+        #expect(
+            info.depotUnsharedLimit == Tuning.depotMinMagazines
+                || info.depotUnsharedLimit * magazineBytes <= Tuning.depotUnsharedBytesPerClass)
+        #expect(
+            info.depotUnsharedLimit == info.depotLimit
+                || (info.depotUnsharedLimit + 1) * magazineBytes > Tuning.depotUnsharedBytesPerClass)
     }
 
     /// Central.drain takes a block's index and the interior-pointer test
