@@ -109,8 +109,9 @@ struct TaggedStack: ~Copyable {
 /// out in address order (their free bitmaps, Page.swift). The bound trades
 /// that order against the pages' round trip, about 31 instructions a block
 /// (BENCHMARK.md, "The unshared depot"): 4 magazines left `remote_free`
-/// (one thread) 1.07x mimalloc's time; 256 KiB brings it to 0.98x with
-/// `small_objects`, `bignum` and the rest level. Once blocks of the class do
+/// (one thread) 1.07x mimalloc's time; 256 KiB brings it to 0.98x, for
+/// 14% more D1 misses and 1-3% more time on `small_objects` (real programs
+/// level). Once blocks of the class do
 /// travel between threads (`shared`, set for good), the depot keeps up to
 /// the class's `depotLimit`, so a producer's and a consumer's magazines
 /// meet there. Per class and by what happened, not by how many threads
