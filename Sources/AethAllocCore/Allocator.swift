@@ -43,7 +43,7 @@ enum Allocator {
         let tc = ThreadCache.current
         let c = ThreadCache.sizeClass(ofEntryOffset: offset)
         if let p = Variant.Cache.pop(ThreadCache.hot(tc, entryOffset: offset)) {
-            Stats.allocated(tc, c)
+            Stats.allocated(tc, entryOffset: offset)
             return Hardening.handOut(p, sizeClass: c)
         }
         return aethalloc_allocate_slow(n, c)
@@ -172,7 +172,7 @@ enum Allocator {
         // fast path then keeps only the offset live.
         let offset = ThreadCache.entryOffset(c)
         if Variant.Cache.push(ThreadCache.hot(tc, entryOffset: offset), p) {
-            Stats.freed(tc, c)
+            Stats.freed(tc, entryOffset: offset)
             return
         }
         deallocateToFullCache(p, entryOffset: offset)

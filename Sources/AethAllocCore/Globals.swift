@@ -223,6 +223,7 @@ enum Globals {
             && ThreadCache.linksOffset + MemoryLayout<CacheLinks>.size <= ThreadCache.bytes
             && ThreadCache.bytes <= OS.emptyCacheBytes
             && MemoryLayout<LockWord>.size <= slotStride && MemoryLayout<Atomic<UInt64>>.size <= slotStride
+            && 2 * MemoryLayout<UInt64>.stride <= MemoryLayout<CacheEntry>.stride
         if !ok { Diagnostics.fatal("internal error: global state layout does not fit") }
     }
 }

@@ -13,8 +13,9 @@
 // blocks, depot transfers) go straight to the atomics.
 //
 // Per-thread counters, at ThreadCache.statsOffset (ThreadStats):
-//   allocs[SizeClass.count], frees[SizeClass.count], misses,
-//   tradesSinceFlush, lastFlushMs: UInt64 each
+//   {allocs, frees}[SizeClass.count] (a class's pair lies where its cache
+//   entry lies in the hot array), misses, tradesSinceFlush, lastFlushMs:
+//   UInt64 each
 import Synchronization
 
 /// Process totals. Per-class allocation counts follow the struct at
@@ -39,9 +40,14 @@ struct GlobalMetrics: ~Copyable {
 
 /// The per-thread counters' layout, inside the thread cache.
 enum ThreadStats {
-    @inline(__always) static var allocsOffset: Int { 0 }
-    @inline(__always) static var freesOffset: Int { allocsOffset + 8 * SizeClass.count }
-    @inline(__always) static var missesOffset: Int { freesOffset + 8 * SizeClass.count }
+    /// Per class, its allocations and its frees side by side, at the offset
+    /// of its entry among the hot entries (one CacheEntry stride per class;
+    /// Globals.checkLayout): the fast paths locate them from the entry's
+    /// offset as it is.
+    @inline(__always) static var classesOffset: Int { 0 }
+    @inline(__always) static func allocsOffset(entryOffset: Int) -> Int { classesOffset &+ (entryOffset &- ThreadCache.hotOffset) }
+    @inline(__always) static func freesOffset(entryOffset: Int) -> Int { allocsOffset(entryOffset: entryOffset) &+ 8 }
+    @inline(__always) static var missesOffset: Int { classesOffset + MemoryLayout<CacheEntry>.stride * SizeClass.count }
     @inline(__always) static var tradesOffset: Int { missesOffset + 8 }
     @inline(__always) static var lastFlushOffset: Int { tradesOffset + 8 }
     @inline(__always) static var bytes: Int { lastFlushOffset + 8 }
@@ -64,15 +70,22 @@ enum Stats {
     // ---- fast paths (live thread caches only) --------------------------------
 
     @inline(__always)
-    static func allocated(_ tc: RawPointer, _ c: Int) {
+    static func allocated(_ tc: RawPointer, _ c: Int) { allocated(tc, entryOffset: ThreadCache.entryOffset(c)) }
+
+    /// The same, for the class whose cache entry lies at `entryOffset`.
+    @inline(__always)
+    static func allocated(_ tc: RawPointer, entryOffset: Int) {
         if !enabled { return }
-        local(tc, ThreadStats.allocsOffset &+ c &* 8).pointee &+= 1
+        local(tc, ThreadStats.allocsOffset(entryOffset: entryOffset)).pointee &+= 1
     }
 
     @inline(__always)
-    static func freed(_ tc: RawPointer, _ c: Int) {
+    static func freed(_ tc: RawPointer, _ c: Int) { freed(tc, entryOffset: ThreadCache.entryOffset(c)) }
+
+    @inline(__always)
+    static func freed(_ tc: RawPointer, entryOffset: Int) {
         if !enabled { return }
-        local(tc, ThreadStats.freesOffset &+ c &* 8).pointee &+= 1
+        local(tc, ThreadStats.freesOffset(entryOffset: entryOffset)).pointee &+= 1
     }
 
     // ---- slow paths ------------------------------------------------------------
@@ -173,8 +186,8 @@ enum Stats {
         var frees: UInt64 = 0
         var delta = 0
         for c in 0..<SizeClass.count {
-            let a = local(tc, ThreadStats.allocsOffset + c * 8)
-            let f = local(tc, ThreadStats.freesOffset + c * 8)
+            let a = local(tc, ThreadStats.allocsOffset(entryOffset: ThreadCache.entryOffset(c)))
+            let f = local(tc, ThreadStats.freesOffset(entryOffset: ThreadCache.entryOffset(c)))
             if a.pointee | f.pointee == 0 { continue }
             classAllocs(c).pointee.wrappingAdd(a.pointee, ordering: .relaxed)
             allocs &+= a.pointee
