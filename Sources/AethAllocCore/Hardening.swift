@@ -63,8 +63,11 @@ enum Hardening {
     private static func bitWord(_ p: RawPointer) -> (UnsafeMutablePointer<Atomic<UInt64>>, UInt64) {
         let a = UInt(bitPattern: p)
         let seg = a & ~UInt(Tuning.segmentBytes - 1)
-        let granule = (a - seg) / UInt(SizeClass.minBlockBytes)  // 0 ..< 4 MiB / 16
-        let word = RawPointer(bitPattern: seg + UInt(Segment.liveBitmapsOffset) + (granule >> 6) * 8)!
+        // Wrapping arithmetic: a block's address is inside its segment, so
+        // none of this can overflow, and the checked forms left traps on
+        // the fast paths.
+        let granule = (a &- seg) / UInt(SizeClass.minBlockBytes)  // 0 ..< 4 MiB / 16
+        let word = RawPointer(bitPattern: seg &+ UInt(Segment.liveBitmapsOffset) &+ (granule &>> 6) &* 8).unsafelyUnwrapped
         return (word.assumingMemoryBound(to: Atomic<UInt64>.self), UInt64(1) << UInt64(granule & 63))
     }
 
