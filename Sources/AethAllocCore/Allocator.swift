@@ -25,7 +25,7 @@ enum Allocator {
     @inline(__always)
     static func allocate(_ n: UInt) -> RawPointer? {
         if n <= UInt(Tuning.smallTableMaxBytes) {
-            return allocate(entryOffset: Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)]), request: n)
+            return allocate(entryOffset: SizeClass.entryOffset(ofSmall: n), request: n)
         }
         return aethalloc_allocate_above_1k(n)
     }
@@ -40,13 +40,17 @@ enum Allocator {
     /// The same, for the class whose cache entry lies at `offset`.
     @inline(__always)
     static func allocate(entryOffset offset: Int, request n: UInt) -> RawPointer? {
-        let tc = ThreadCache.current
-        let c = ThreadCache.sizeClass(ofEntryOffset: offset)
-        if let p = Variant.Cache.pop(ThreadCache.hot(tc, entryOffset: offset)) {
-            Stats.allocated(tc, entryOffset: offset)
-            return Hardening.handOut(p, sizeClass: c)
-        }
-        return aethalloc_allocate_slow(n, c)
+        if let p = takeCached(ThreadCache.current, entryOffset: offset) { return p }
+        return aethalloc_allocate_slow(n, ThreadCache.sizeClass(ofEntryOffset: offset))
+    }
+
+    /// A block from cache `tc`'s entry at `offset`, handed to the program,
+    /// or nil when the entry is empty (malloc's and realloc's fast paths).
+    @inline(__always)
+    static func takeCached(_ tc: RawPointer, entryOffset offset: Int) -> RawPointer? {
+        guard let p = Variant.Cache.pop(ThreadCache.hot(tc, entryOffset: offset)) else { return nil }
+        Stats.allocated(tc, entryOffset: offset)
+        return Hardening.handOut(p, sizeClass: ThreadCache.sizeClass(ofEntryOffset: offset))
     }
 
     /// Reached through `aethalloc_allocate_above_1k` (kept out of line there).
@@ -259,10 +263,7 @@ enum Allocator {
             let usable = UInt(bitPattern: Globals.classInfo(c).pointee.blockSize)
             if staysPut(n, usable: usable) { return old }
             let tc = ThreadCache.current
-            let d = SizeClass.index(of: Int(bitPattern: n))
-            if let q = Variant.Cache.pop(ThreadCache.hot(tc, d)) {
-                Stats.allocated(tc, d)
-                let new = Hardening.handOut(q, sizeClass: d)
+            if let new = takeCached(tc, entryOffset: SizeClass.entryOffset(ofSmall: n)) {
                 OS.copy(new, old, bytes: Int(bitPattern: Swift.min(usable, n)))
                 Hardening.takeBack(old, sizeClass: c, operation: "realloc")
                 cacheFreed(RawPointer(bitPattern: a).unsafelyUnwrapped, c, tc)

@@ -27,9 +27,16 @@ enum SizeClass {
     @inline(__always)
     static func index(of size: Int) -> Int {
         if size <= Tuning.smallTableMaxBytes {
-            return ThreadCache.sizeClass(ofEntryOffset: Int(Globals.sizeTable[(size &+ 15) &>> 4]))
+            return ThreadCache.sizeClass(ofEntryOffset: entryOffset(ofSmall: UInt(bitPattern: size)))
         }
         return computedIndex(of: size)
+    }
+
+    /// Where the class for a request of `n <= Tuning.smallTableMaxBytes`
+    /// bytes has its thread-cache entry: one load from the table in `Globals`.
+    @inline(__always)
+    static func entryOffset(ofSmall n: UInt) -> Int {
+        Int(Globals.sizeTable[Int(bitPattern: (n &+ 15) &>> 4)])
     }
 
     /// The class formula (valid for 1 <= size <= 64 KiB).
