@@ -15,7 +15,8 @@
  *   - lists: builds a list of `list_len` nodes of random sizes in 16..128
  *     bytes, then rebuilds it as a copy with every other node dropped
  *     (freeing the old list as it goes), checks and frees the copy.
- * Reports allocations per second (each allocation is also freed).
+ * Reports allocations per second (each allocation is also freed), and the
+ * time spent in each of the three parts within the run.
  */
 #include "bench_common.h"
 
@@ -310,11 +311,21 @@ int main(int argc, char **argv)
     bn_t *pool[BN_POOL];
     for (int i = 0; i < BN_POOL; i++)
         pool[i] = bn_small((uint32_t)rng_next(&rng));
+    /* Time spent in each part, summed over the rounds: the parts share the
+     * heap, so a part measured alone can behave differently. */
+    uint64_t trees_ns = 0, bignums_ns = 0, lists_ns = 0;
     for (uint64_t r = 0; r < rounds; r++) {
         int depth = (int)rng_range(&rng, (uint64_t)min_depth, (uint64_t)max_depth);
+        uint64_t a = now_ns();
         tree_round(depth, rng_next(&rng), "short-lived tree");
+        uint64_t b = now_ns();
         bn_round(pool, bn_ops, &rng);
+        uint64_t c = now_ns();
         list_round(list_len, &rng);
+        uint64_t d = now_ns();
+        trees_ns += b - a;
+        bignums_ns += c - b;
+        lists_ns += d - c;
     }
     for (int i = 0; i < BN_POOL; i++)
         bn_free(pool[i]);
@@ -328,6 +339,9 @@ int main(int argc, char **argv)
 
     bench_metric_throughput((double)allocs, t1 - t0);
     bench_metric("allocations", (double)allocs);
+    bench_metric("trees_ms", (double)trees_ns / 1e6);
+    bench_metric("bignums_ms", (double)bignums_ns / 1e6);
+    bench_metric("lists_ms", (double)lists_ns / 1e6);
     bench_metric("peak_rss_kb", (double)peak_rss_kb());
     bench_emit();
     return 0;
