@@ -100,24 +100,33 @@ struct TaggedStack: ~Copyable {
 /// One class's depot of full magazines.
 ///
 /// Until a thread pops a magazine that another thread's cache pushed, the
-/// depot keeps the class's `depotUnsharedLimit` (Tuning.depotUnsharedBytesPerClass,
-/// an eighth of the shared limit's bytes): it could only hand the
-/// thread that uses it its own blocks back, last freed first, and a program
-/// that frees and rebuilds its structures again and again would get them in
-/// an order that scatters a little more each time (a list rebuilt from the
-/// blocks of its predecessor). Beyond that the pages take them and hand them
-/// out in address order (their free bitmaps, Page.swift). The bound trades
-/// that order against the pages' round trip, about 31 instructions a block
-/// (BENCHMARK.md, "The unshared depot"): 4 magazines left `remote_free`
-/// (one thread) 1.07x mimalloc's time; 256 KiB brings it to 0.98x, for
-/// 14% more D1 misses and 1-3% more time on `small_objects` (real programs
-/// level). Once blocks of the class do
-/// travel between threads (`shared`, set for good), the depot keeps up to
-/// the class's `depotLimit`, so a producer's and a consumer's magazines
-/// meet there. Per class and by what happened, not by how many threads
-/// exist: an idle second thread does not change a busy one's depot. The
-/// simple variant keeps its pool of batches in the same slot and records
-/// sharing the same way (`notePush`, `notePop`; GlobalPool.limit).
+/// depot could only hand the thread that uses it its own blocks back, last
+/// freed first. Whether that is worth keeping depends on the magazine:
+///   - its rounds are neighbouring blocks (most sampled pairs lie one block
+///     apart, either way: `inSequence`): a run freed in the order it was
+///     handed out, which comes back in that order reversed. The depot keeps
+///     up to the class's `depotUnsharedLimit` (Tuning.depotUnsharedBytesPerClass)
+///     of these, and saves them the pages' round trip, about 31
+///     instructions a block: `remote_free` (one thread) 1.07x mimalloc's
+///     time with 4 magazines, 0.98x with 256 KiB;
+///   - its rounds are scattered: blocks freed while others were handed out
+///     (a list copied node by node, each copy taking the block just
+///     freed). Given back last-in-first-out they scatter a little more each
+///     time a program rebuilds its structures, so past
+///     `Tuning.depotMinMagazines` they go back to their pages, which hand
+///     them out again in address order (their free bitmaps, Page.swift).
+///     `small_objects`: 11% behind mimalloc's time when the depot kept
+///     every magazine to 256 KiB, 6% with this, and the share of
+///     allocations placed right above the previous one of their size went
+///     from 11% to 44% (mimalloc 40%; BENCHMARK.md, "Sequential
+///     magazines").
+/// Once blocks of the class do travel between threads (`shared`, set for
+/// good), the depot keeps up to the class's `depotLimit` whatever their
+/// order, so a producer's and a consumer's magazines meet there. Per class
+/// and by what happened, not by how many threads exist: an idle second
+/// thread does not change a busy one's depot. The simple variant keeps its
+/// pool of batches in the same slot and records sharing the same way
+/// (`notePush`, `notePop`; GlobalPool.limit).
 struct Depot: ~Copyable {
     let full: TaggedStack
     /// The thread cache (its address) that pushed last.
@@ -126,11 +135,42 @@ struct Depot: ~Copyable {
     /// the last to push (a heuristic: a race between the two only delays it).
     let shared: Atomic<Bool>
 
-    /// The number of full magazines class `c`'s depot keeps.
+    /// The number of full magazines class `c`'s depot may hold for `m`
+    /// to be pushed.
     @inline(__always)
-    static func limit(_ c: Int) -> Int {
+    static func limit(_ c: Int, for m: UnsafeMutablePointer<Magazine>) -> Int {
         let info = Globals.classInfo(c)
-        return isShared(c) ? info.pointee.depotLimit : info.pointee.depotUnsharedLimit
+        if isShared(c) { return info.pointee.depotLimit }
+        return unsharedLimit(for: m, info)
+    }
+
+    /// The same while no block of the class has changed threads.
+    static func unsharedLimit(for m: UnsafeMutablePointer<Magazine>, _ info: UnsafeMutablePointer<ClassInfo>) -> Int {
+        inSequence(m, blockSize: info.pointee.blockSize) ? info.pointee.depotUnsharedLimit : Tuning.depotMinMagazines
+    }
+
+    /// Whether `m`'s rounds are neighbouring blocks: of
+    /// `Tuning.sequenceSamples` pairs of adjacent rounds spread over the
+    /// magazine, at least `Tuning.sequenceNeighbours` lie one block apart
+    /// (either way). A magazine of fewer than twice that many rounds (blocks
+    /// of 4 KiB and more) counts as one.
+    static func inSequence(_ m: UnsafeMutablePointer<Magazine>, blockSize: Int) -> Bool {
+        let n = m.pointee.count
+        let samples = Tuning.sequenceSamples
+        if n < 2 &* samples { return true }
+        let rounds = UnsafeRawPointer(Magazine.rounds(m))
+        let stride = MemoryLayout<RawPointer>.stride
+        let step = (n / samples) &* stride
+        let size = UInt(bitPattern: blockSize)
+        var neighbours = 0
+        var offset = 0
+        for _ in 0..<samples {
+            let a = rounds.load(fromByteOffset: offset, as: UInt.self)
+            let b = rounds.load(fromByteOffset: offset &+ stride, as: UInt.self)
+            neighbours &+= (b &- a == size || a &- b == size) ? 1 : 0
+            offset &+= step
+        }
+        return neighbours >= Tuning.sequenceNeighbours
     }
 
     /// Whether blocks of class `c` have travelled between threads.
@@ -158,7 +198,7 @@ struct Depot: ~Copyable {
     /// to the pages).
     @inline(__always)
     static func pushFull(_ c: Int, _ m: UnsafeMutablePointer<Magazine>, from tc: RawPointer) -> Bool {
-        pushFull(c, m, from: tc, limit: limit(c))
+        pushFull(c, m, from: tc, limit: limit(c, for: m))
     }
 
     @inline(__always)

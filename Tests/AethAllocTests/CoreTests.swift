@@ -443,6 +443,38 @@ func pageIsValid(_ p: UnsafeMutableRawPointer) -> Bool {
         Depot.drainAll(c)
     }
 
+    /// While no block of a class has changed threads, its depot keeps a
+    /// magazine of neighbouring blocks (either way, with a break or two) up
+    /// to the class's depotUnsharedLimit, and a scattered one only up to
+    /// Tuning.depotMinMagazines. The magazine is never pushed: its rounds
+    /// are addresses only.
+    @Test func theUnsharedDepotKeepsSequencesLongerThanScatteredBlocks() throws {
+        let c = 15  // 512-byte blocks: 62 rounds, an unshared limit of 8 magazines
+        let info = Globals.classInfo(c)
+        let n = info.pointee.magazineCapacity
+        try #require(n >= 2 * Tuning.sequenceSamples)
+        try #require(info.pointee.depotUnsharedLimit > Tuning.depotMinMagazines)
+        let m = try #require(Magazine.obtainEmpty())
+        defer {
+            m.pointee.count = 0
+            Magazine.recycle(m)
+        }
+        let rounds = Magazine.rounds(m)
+        func limit(count: Int = n, _ block: (Int) -> Int) -> Int {
+            for i in 0..<count { rounds[i] = RawPointer(bitPattern: 0x7000_0000_0000 + block(i) * info.pointee.blockSize) }
+            m.pointee.count = count
+            return Depot.unsharedLimit(for: m, info)
+        }
+        let kept = info.pointee.depotUnsharedLimit
+        #expect(limit { $0 } == kept, "ascending")
+        #expect(limit { n - 1 - $0 } == kept, "descending")
+        #expect(limit { $0 < n / 2 ? $0 + n : $0 } == kept, "two runs")
+        #expect(limit { ($0 * 7) % n } == Tuning.depotMinMagazines, "every seventh block")
+        #expect(limit { $0 * 2 } == Tuning.depotMinMagazines, "every other block")
+        #expect(limit { ($0 % 2 == 0 ? $0 : n + $0) } == Tuning.depotMinMagazines, "two interleaved runs")
+        #expect(limit(count: 2 * Tuning.sequenceSamples - 1) { ($0 * 7) % n } == kept, "too few rounds to tell")
+    }
+
     /// A thread that frees a class without refilling it since its last
     /// flush (a consumer) sends every full magazine to the depot and keeps
     /// only the one it is filling; one that refilled keeps a full one back.
